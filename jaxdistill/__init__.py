@@ -1,0 +1,3 @@
+"""jaxdistill: BERT compression by distillation and module replacement, in pure JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""BertConfig: the static shape and numerics of a jaxdistill BERT encoder.
+
+A frozen dataclass so it is hashable and can be closed over by jitted functions.
+`from_hf_dict` / `to_hf_dict` translate to and from a Hugging Face `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
+PROBLEM_TYPES = ("single_label_classification", "regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int = 30522
+  hidden_size: int = 384
+  num_layers: int = 6
+  num_heads: int = 12
+  intermediate_size: int = 1536
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  hidden_act: str = "gelu"
+  layer_norm_eps: float = 1e-12
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  initializer_range: float = 0.02
+  pad_token_id: int = 0
+  # Heads. `num_labels` classes (1 for regression); `mlm_head` adds a masked-LM
+  # head whose decoder is tied to the word embeddings.
+  num_labels: int = 2
+  problem_type: str = "single_label_classification"
+  label_names: tuple[str, ...] = ()
+  mlm_head: bool = False
+  # Numerics: activations are computed in `dtype`, parameters stored in `param_dtype`.
+  # Softmax and LayerNorm statistics are always computed in float32.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+          f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+          "choose a head count that divides the width")
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+    if self.problem_type not in PROBLEM_TYPES:
+      raise ValueError(f"problem_type {self.problem_type!r} is not supported; use one of {PROBLEM_TYPES}")
+    if self.problem_type == "regression" and self.num_labels != 1:
+      raise ValueError("a regression head has num_labels=1; set num_labels=1")
+    if self.label_names and len(self.label_names) != self.num_labels:
+      raise ValueError(f"{len(self.label_names)} label_names for num_labels={self.num_labels}; "
+                       "give one name per class")
+    for f in ("dtype", "param_dtype"):
+      try:
+        jnp.dtype(getattr(self, f))
+      except TypeError:
+        raise ValueError(f"{f}={getattr(self, f)!r} is not a dtype; use 'float32' or 'bfloat16'") from None
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def params_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes) -> "BertConfig":
+    return dataclasses.replace(self, **changes)
+
+  # ---- Hugging Face config.json ----------------------------------------------------------
+  @classmethod
+  def from_hf_dict(cls, d: dict[str, Any], **overrides) -> "BertConfig":
+    """Builds a config from a HF BERT `config.json` dict; raises on a non-BERT config."""
+    model_type = d.get("model_type")
+    if model_type != "bert":
+      raise ValueError(
+          f"config.json has model_type={model_type!r}; jaxdistill loads BERT checkpoints "
+          "(model_type 'bert') only")
+    if d.get("position_embedding_type", "absolute") != "absolute":
+      raise ValueError("only absolute position embeddings are supported "
+                       f"(config has {d['position_embedding_type']!r})")
+    id2label = d.get("id2label") or {}
+    problem_type = d.get("problem_type") or "single_label_classification"
+    num_labels = d.get("num_labels", len(id2label) or 2)
+    label_names = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
+    if label_names and all(n == f"LABEL_{i}" for i, n in enumerate(label_names)):
+      label_names = ()  # HF's placeholder names carry no information.
+    kwargs = dict(
+        vocab_size=d["vocab_size"],
+        hidden_size=d["hidden_size"],
+        num_layers=d["num_hidden_layers"],
+        num_heads=d["num_attention_heads"],
+        intermediate_size=d["intermediate_size"],
+        max_position_embeddings=d.get("max_position_embeddings", 512),
+        type_vocab_size=d.get("type_vocab_size", 2),
+        hidden_act=d.get("hidden_act", "gelu"),
+        layer_norm_eps=d.get("layer_norm_eps", 1e-12),
+        hidden_dropout=d.get("hidden_dropout_prob", 0.1),
+        attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+        initializer_range=d.get("initializer_range", 0.02),
+        pad_token_id=d.get("pad_token_id", 0) or 0,
+        num_labels=1 if problem_type == "regression" else num_labels,
+        problem_type=problem_type,
+        label_names=label_names if problem_type != "regression" else (),
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+  def to_hf_dict(self) -> dict[str, Any]:
+    names = self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
+    return {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": self.vocab_size,
+        "hidden_size": self.hidden_size,
+        "num_hidden_layers": self.num_layers,
+        "num_attention_heads": self.num_heads,
+        "intermediate_size": self.intermediate_size,
+        "max_position_embeddings": self.max_position_embeddings,
+        "type_vocab_size": self.type_vocab_size,
+        "hidden_act": self.hidden_act,
+        "layer_norm_eps": self.layer_norm_eps,
+        "hidden_dropout_prob": self.hidden_dropout,
+        "attention_probs_dropout_prob": self.attention_dropout,
+        "initializer_range": self.initializer_range,
+        "pad_token_id": self.pad_token_id,
+        "position_embedding_type": "absolute",
+        "num_labels": self.num_labels,
+        "problem_type": self.problem_type,
+        "id2label": {str(i): n for i, n in enumerate(names)},
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
+
+
+def tiny_config(**overrides) -> BertConfig:
+  """A few-thousand-parameter config for unit tests."""
+  base = dict(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+              max_position_embeddings=64, type_vocab_size=2)
+  base.update(overrides)
+  return BertConfig(**base)

