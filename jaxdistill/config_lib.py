@@ -1,0 +1,196 @@
+"""Configs: `get_config()` Python files, overridden from the command line.
+
+    python -m jaxdistill.train --config configs/kd.py:tiny --workdir runs/x --config.optim.lr=3e-5
+
+`configs/<name>.py:<arg>` passes `<arg>` to `get_config(arg)` (e.g. `tiny`). Every config
+starts from `base_config()`, which holds every key the trainer knows and is locked, so a typo
+in a config file or on the command line is an error naming the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+from jaxdistill.train.terms import TERMS
+
+
+class ConfigError(ValueError):
+  """A config problem the user fixes in the config file or on the command line."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  from jaxdistill.data import default_data_config
+  c = ml_collections.ConfigDict()
+  c.name = ""            # run name in reports; defaults to the config file's stem
+  c.method = "finetune"  # label for reports: finetune, kd, pkd, theseus, lad, ...
+  c.seed = 0
+  c.data = default_data_config()
+  c.cache_dir = ""       # tokenisation cache; "" = <workdir>/../.cache/jaxdistill
+  # The student: how it is built and initialised.
+  c.student = ml_collections.ConfigDict(dict(
+      source="all-MiniLM-L6-v2",  # HF directory, shipped asset alias, or hub id
+      init="pretrained",          # pretrained | layers (copy `layers` of source) | random
+      layers=(),                  # 0-based source layers copied when init == "layers"
+      # Architecture changes for init == "random" (0 = keep the source's value).
+      hidden_size=0, num_layers=0, num_heads=0, intermediate_size=0,
+  ))
+  # The teacher: "" = none (plain fine-tuning); else a fine-tuned checkpoint, or, with
+  # finetune=True, `source` is first fine-tuned on the task in `workdir` (stage 1).
+  c.teacher = ml_collections.ConfigDict(dict(
+      source="", finetune=False, workdir="", epochs=3, lr=5e-5,
+  ))
+  # Loss terms and their weights: a weight of 0 switches a term off.
+  c.losses = ml_collections.ConfigDict({name: 0.0 for name in TERMS})
+  c.losses.hard_ce = 1.0
+  c.kd = ml_collections.ConfigDict(dict(temperature=2.0, t2_scaling=True))
+  c.pkd = ml_collections.ConfigDict(dict(layer_map="skip", pairs=()))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=5e-5, aux_lr=0.0, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
+      b1=0.9, b2=0.999, eps=1e-8, grad_accum=1,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      epochs=3, batch_size=32, eval_batch_size=128, max_steps=0, log_every=20,
+      eval_every=0,          # steps between dev evaluations; 0 = once per epoch
+      checkpoint_every=200,  # steps between resumable checkpoints
+      keep=2, select_best=True, dtype="float32", bucket_multiple=16,
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1))  # -1 = every device on the data axis
+  c.report = ml_collections.ConfigDict(dict(latency_batch=32, latency_iters=10, export=True))
+  c.lock()
+  return c
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` by calling its `get_config([arg])`."""
+  path, _, arg = spec.partition(":")
+  p = Path(path)
+  if not p.is_file():
+    raise ConfigError(f"config file {path!r} does not exist; pass e.g. --config configs/kd.py")
+  module_spec = importlib.util.spec_from_file_location(f"_jaxdistill_config_{p.stem}", p)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path} has no get_config() function")
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except AttributeError as e:  # a locked ConfigDict refuses unknown keys with AttributeError
+    raise ConfigError(f"{path}: {e}") from None
+  if not config.name:
+    with config.unlocked():
+      config.name = p.stem + (f"_{arg}" if arg else "")
+  return config
+
+
+def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    keys.append(prefix + k)
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += _all_keys(v, prefix + k + ".")
+  return keys
+
+
+def _parse_value(text: str, current):
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"expected true/false, got {text!r}")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    if isinstance(current, tuple):  # `--config.student.layers=0,2,4`
+      return tuple(ast.literal_eval(x) for x in text.split(",") if x)
+    raise ConfigError(f"cannot read {text!r} as a {type(current).__name__}") from None
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, (int, float, str)):
+    value = (value,)
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if current is not None and not isinstance(value, type(current)):
+    raise ConfigError(f"expected a {type(current).__name__}, got {text!r}")
+  return value
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets `key` (dotted, e.g. optim.lr) from command-line text, keeping the key's type."""
+  parts = key.split(".")
+  node = config
+  for i, part in enumerate(parts):
+    is_leaf = i == len(parts) - 1
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      close = difflib.get_close_matches(key, _all_keys(config), n=3)
+      hint = f"; did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(f"unknown config key {key!r}{hint}")
+    if is_leaf:
+      try:
+        value = _parse_value(text, node[part])
+      except ConfigError as e:
+        raise ConfigError(f"--config.{key}: {e}") from None
+      with node.ignore_type():
+        node[part] = value
+    else:
+      node = node[part]
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+  """`--config.a.b=v` and `--config.a.b v` forms, in order."""
+  out, i = [], 0
+  while i < len(args):
+    a = args[i]
+    if not a.startswith("--config."):
+      raise ConfigError(f"unexpected argument {a!r}; overrides look like --config.optim.lr=3e-5")
+    body = a[len("--config."):]
+    if "=" in body:
+      key, val = body.split("=", 1)
+    elif i + 1 < len(args):
+      key, val = body, args[i + 1]
+      i += 1
+    else:
+      raise ConfigError(f"{a} needs a value")
+    out.append((key, val))
+    i += 1
+  return out
+
+
+# ---- Shared pieces the files under configs/ build from --------------------------------------
+def rotten_tomatoes(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The demo task: the all-MiniLM-L6-v2 teacher and a 3-layer student on Rotten Tomatoes."""
+  config.data.task = "rotten_tomatoes"
+  config.data.max_length = 64
+  config.teacher.source = "all-MiniLM-L6-v2"
+  config.teacher.finetune = True
+  config.teacher.epochs = 2
+  config.teacher.lr = 5e-5
+  config.student.source = "all-MiniLM-L6-v2"
+  config.student.init = "layers"
+  config.student.layers = (0, 2, 4)  # every other teacher layer, as DistilBERT initialises
+  config.train.epochs = 3
+  config.train.batch_size = 32
+  config.optim.lr = 1e-4
+  return config
+
+
+def tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a seconds-long run for tests: few examples, short sequences."""
+  config.data.max_examples = 48
+  config.data.max_length = 32
+  config.train.bucket_multiple = 32  # one sequence shape: one compile per step function
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 16
+  config.train.epochs = 1
+  config.train.log_every = 2
+  config.train.checkpoint_every = 3
+  config.teacher.epochs = 1
+  config.report.latency_iters = 2
+  config.report.latency_batch = 8
+  return config

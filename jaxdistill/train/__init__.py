@@ -1,0 +1,1 @@
+"""The trainer: `python -m jaxdistill.train --config configs/<x>.py`."""

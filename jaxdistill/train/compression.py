@@ -1,0 +1,44 @@
+"""The compression report at the end of a distillation run: quality, size and speed of the
+student against its teacher, measured here, written to the workdir and printed."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdistill.models import BertConfig, count_params
+from jaxdistill.report import CompressionReport, compare_latency, format_report, write_report
+from jaxdistill.train.evaluate import evaluate, task_metric
+from jaxdistill.train.step import make_predict
+
+
+def _non_embedding_params(params: dict) -> int:
+  return count_params({k: v for k, v in params.items() if k != "embeddings"})
+
+
+def compression_report(config, task, mesh, batch_sharding, teacher, student_cfg: BertConfig,
+                       student_params: dict, student_results: dict, workdir, train_seconds: float):
+  t_predict = make_predict(mesh, teacher.cfg)
+  s_predict = make_predict(mesh, student_cfg)
+  teacher_results = {split: evaluate(t_predict, teacher.params, task, split, config, batch_sharding)
+                     for split in student_results}
+  # Latency at one fixed batch shape for both models: [latency_batch, max_length].
+  shape = (config.report.latency_batch, config.data.max_length)
+  ids = jnp.asarray(np.random.default_rng(0).integers(1000, 2000, size=shape), jnp.int32)
+  batch = jax.device_put({"input_ids": ids, "attention_mask": jnp.ones_like(ids),
+                          "token_type_ids": jnp.zeros_like(ids)}, batch_sharding)
+  latency = compare_latency(lambda: t_predict(teacher.params, batch),
+                            lambda: s_predict(student_params, batch),
+                            iters=config.report.latency_iters)
+  report = CompressionReport.build(
+      name=config.name, method=config.method, task=task.name, metric=task_metric(task),
+      teacher_metrics=teacher_results, student_metrics=student_results,
+      teacher_params=count_params(teacher.params), student_params=count_params(student_params),
+      teacher_params_no_embed=_non_embedding_params(teacher.params),
+      student_params_no_embed=_non_embedding_params(student_params),
+      latency=latency, batch_shape=shape, device=str(jax.devices()[0].device_kind),
+      train_seconds=train_seconds, config=config.to_dict())
+  write_report(report, workdir)
+  print(format_report(report))
+  return report

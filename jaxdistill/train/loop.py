@@ -1,0 +1,175 @@
+"""The train loop every method runs through: mesh, data, models, step, checkpoints, report.
+
+`train_and_evaluate(config, workdir)` is resumable: run the same command in the same workdir
+and it continues from the last checkpoint, ending with the params an uninterrupted run ends
+with. A config with `teacher.finetune=True` first fine-tunes the teacher in its own workdir
+(stage 1, itself resumable and skipped once done), then distils (stage 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxdistill import data as data_lib
+from jaxdistill.models import count_params
+from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
+from jaxdistill.train import build, terms
+from jaxdistill.train.checkpoint import Checkpoints
+from jaxdistill.train.evaluate import evaluate, task_metric
+from jaxdistill.train.logs import MetricWriter, ProgressBar
+from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_predict, make_train_step
+
+log = logging.getLogger(__name__)
+DONE = "DONE"  # marker written into export/ once a run has finished
+
+
+def finetune_config(config):
+  """The stage-1 config that fine-tunes `teacher.source` on the task with the labels alone."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.name, c.method = f"{config.name}_teacher", "finetune"
+    c.student.source, c.student.init, c.student.layers = config.teacher.source, "pretrained", ()
+    c.teacher.source, c.teacher.finetune = "", False
+    for k in c.losses:
+      c.losses[k] = 0.0
+    c.losses.hard_ce = 1.0
+    c.train.epochs, c.optim.lr = config.teacher.epochs, config.teacher.lr
+  return c
+
+
+def teacher_stage(config, workdir: Path) -> str:
+  """The teacher checkpoint directory: given, or fine-tuned here first (stage 1)."""
+  if not config.teacher.finetune:
+    return config.teacher.source
+  if not config.teacher.source:
+    raise ValueError("teacher.finetune=True needs teacher.source (the checkpoint to fine-tune)")
+  tdir = Path(config.teacher.workdir or workdir / "teacher")
+  if not (tdir / "export" / DONE).exists():
+    log.info("stage 1: fine-tuning the teacher %s in %s", config.teacher.source, tdir)
+    train_and_evaluate(finetune_config(config), tdir)
+  return str(tdir / "export")
+
+
+def _device_batch(batch: dict, sharding) -> dict:
+  return jax.device_put({k: np.asarray(v) for k, v in batch.items()}, sharding)
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  t_start = time.time()
+
+  # ---- Teacher (stage 1 when it must be fine-tuned first) ----
+  teacher_source = teacher_stage(config, workdir)
+  if terms.needs_teacher(config) and not teacher_source:
+    raise ValueError("the configured losses need a teacher; set teacher.source (and "
+                     "teacher.finetune=True to fine-tune it on the task first)")
+  teacher_source = teacher_source if terms.needs_teacher(config) else ""
+
+  # ---- Mesh ----
+  mesh = make_mesh(config)
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  # ---- Data ----
+  tok_source = config.student.source or teacher_source
+  tokenizer = load_tokenizer(tok_source)
+  cache_dir = config.cache_dir or str(workdir.absolute().parent / ".cache" / "jaxdistill")
+  task = data_lib.load_task(config.data, tokenizer, cache_dir=cache_dir)
+  metric = task_metric(task)
+  bs = config.train.batch_size
+  steps_per_epoch = data_lib.num_batches(task.splits["train"], bs, train=True, drop_remainder=True)
+  total_steps = steps_per_epoch * config.train.epochs
+  if config.train.max_steps:
+    total_steps = min(total_steps, config.train.max_steps)
+
+  # ---- Models ----
+  teacher = build.build_teacher(teacher_source, config, task) if teacher_source else None
+  student = build.build_student(config, task, teacher_source)
+  if teacher is not None:
+    build.check_pair(student.cfg, teacher.cfg)
+    if tokenizer.vocab_size > student.cfg.vocab_size:
+      raise ValueError("the tokenizer has more ids than the model's vocabulary; use the model's tokenizer")
+  aux = terms.init_aux(jax.random.key(config.seed + 1), config, student.cfg,
+                       teacher.cfg if teacher else None)
+
+  # ---- Step ----
+  tx = make_optimizer(config, total_steps)
+  train_step = make_train_step(config, mesh, student.cfg, teacher.cfg if teacher else None, tx)
+  predict = make_predict(mesh, student.cfg)
+  state = init_state(config, student.params, aux, tx)
+  teacher_params = jax.device_put(teacher.params, NamedSharding(mesh, P())) if teacher else None
+
+  # ---- Checkpoints: resume if this workdir has one ----
+  ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    log.info("resumed from step %d in %s", int(state.step), workdir)
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  start = int(state.step)
+
+  # ---- Train ----
+  writer = MetricWriter(workdir)
+  eval_every = config.train.eval_every or steps_per_epoch
+  bar = ProgressBar(config.name, total_steps, start)
+  step, pending, t_last, n_last = start, [], time.time(), start
+  try:
+    for epoch in range(start // steps_per_epoch, config.train.epochs):
+      first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
+      for batch in data_lib.batches(task.splits["train"], bs, train=True, seed=config.seed,
+                                    epoch=epoch, start_batch=first, drop_remainder=True,
+                                    bucket_multiple=config.train.bucket_multiple):
+        if step >= total_steps:
+          break
+        state, metrics = train_step(state, teacher_params, _device_batch(batch, batch_sharding))
+        step += 1
+        pending.append(metrics)
+        if step % config.train.log_every == 0 or step == total_steps:
+          logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+          now = time.time()
+          logged["examples_per_s"] = (step - n_last) * bs / max(now - t_last, 1e-9)
+          t_last, n_last, pending = now, step, []
+          writer.write(step, {f"train/{k}": v for k, v in logged.items()})
+          bar.update(step, f"loss {logged['loss']:.4f}  {logged['examples_per_s']:.1f} ex/s")
+        else:
+          bar.update(step, bar.progress.tasks[0].fields["info"])
+        if step % config.train.checkpoint_every == 0:
+          ckpt.save(state)
+        if step % eval_every == 0 or step == total_steps:
+          dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
+          writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
+          ckpt.save_best(step, state.trainable["student"], dev)
+          ckpt.save(state, force=True)
+  finally:
+    bar.close()
+  ckpt.save(state, force=True)
+
+  # ---- Final evaluation, export, report ----
+  params = state.trainable["student"]
+  if config.train.select_best:
+    params = ckpt.best_params(params) or params
+  ckpt.close()
+  results = {split: evaluate(predict, params, task, split, config, batch_sharding)
+             for split in ("dev", "test") if split in task.splits}
+  writer.write(total_steps, {f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
+  writer.close()
+  print(f"{config.name}: " + "  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items()))
+  summary = {"name": config.name, "method": config.method, "task": task.name, "metric": metric,
+             "student": results, "student_params": count_params(params),
+             "train_seconds": time.time() - t_start}
+  if config.report.export:
+    out = save_pretrained(student.cfg, jax.device_get(params), workdir / "export",
+                          tokenizer_dir=resolve_model_dir(tok_source))
+    (out / DONE).write_text(json.dumps(summary))
+  if teacher is not None:
+    from jaxdistill.train.compression import compression_report
+    summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, student.cfg,
+                                           params, results, workdir, summary["train_seconds"])
+  return summary

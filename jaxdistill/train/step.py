@@ -1,0 +1,132 @@
+"""The optimizer and the jitted SPMD train and eval steps.
+
+The step is one `jax.jit` program over a `Mesh` with a `data` axis: the batch is sharded on
+it, parameters and optimizer state are replicated, and XLA inserts the gradient all-reduce.
+Only the trainable tree ({"student": ..., "aux": ...}) is differentiated and optimised; the
+teacher's params are a separate, replicated, never-donated argument under stop_gradient.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdistill.models import BertConfig, BertModel
+from jaxdistill.train import terms
+
+
+class TrainState(NamedTuple):
+  step: jax.Array       # int32 scalar: optimizer steps taken (micro-steps with grad_accum)
+  trainable: dict       # {"student": params, "aux": {term: params}}
+  opt_state: optax.OptState
+
+
+def graphdef_of(cfg: BertConfig):
+  """The model's static structure, without initialising any weights."""
+  return nnx.graphdef(nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0))))
+
+
+def _schedule(lr: float, total_steps: int, warmup_ratio: float):
+  warmup = max(1, int(total_steps * warmup_ratio))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup),
+       optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup))], [warmup])
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """AdamW with warmup and linear decay, global-norm clipping, optional accumulation.
+
+  Method parameters (`aux`, e.g. projections or LAD gates) get their own learning rate.
+  Biases and LayerNorm parameters (1-D) are not weight-decayed, as in BERT.
+  """
+  o = config.optim
+
+  def adamw(lr):
+    return optax.adamw(_schedule(lr, total_steps, o.warmup_ratio), b1=o.b1, b2=o.b2, eps=o.eps,
+                       weight_decay=o.weight_decay, mask=lambda t: jax.tree.map(lambda x: x.ndim > 1, t))
+
+  tx = optax.chain(
+      optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity(),
+      optax.multi_transform({"student": adamw(o.lr), "aux": adamw(o.aux_lr or o.lr)},
+                            lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()}))
+  if o.grad_accum > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum)
+  return tx
+
+
+def make_mesh(config) -> Mesh:
+  devices = jax.devices()
+  n = config.mesh.data if config.mesh.data > 0 else len(devices)
+  if n > len(devices):
+    raise ValueError(f"mesh.data={n} but only {len(devices)} devices are visible")
+  if config.train.batch_size % n:
+    raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
+                     f"{n} data-parallel devices; use a multiple of {n}")
+  return Mesh(devices[:n], ("data",))
+
+
+def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Optional[BertConfig],
+                    tx: optax.GradientTransformation):
+  """Returns step(state, teacher_params, batch) -> (state, metrics), jitted with shardings."""
+  s_graph = graphdef_of(student_cfg)
+  t_graph = graphdef_of(teacher_cfg) if teacher_cfg is not None else None
+  s_collect, t_collect = terms.collect_for(config)
+  base_key = jax.random.key(config.seed)
+
+  def forward_pair(trainable, teacher_params, batch, key):
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    s_out = nnx.merge(s_graph, trainable["student"])(ids, mask, types, dropout_key=key,
+                                                     collect=s_collect)
+    t_out = None
+    if t_graph is not None:
+      t_out = nnx.merge(t_graph, teacher_params)(ids, mask, types, collect=t_collect)
+      t_out = jax.lax.stop_gradient(t_out)
+    return s_out, t_out
+
+  def loss_fn(trainable, teacher_params, batch, key):
+    s_out, t_out = forward_pair(trainable, teacher_params, batch, key)
+
+    def inputs(name):
+      return terms.Inputs(s_out, t_out, batch, trainable["aux"].get(name, {}), config,
+                          student_cfg, teacher_cfg)
+
+    return terms.total_loss(inputs, config)
+
+  def step(state: TrainState, teacher_params, batch):
+    key = jax.random.fold_in(base_key, state.step)  # the same key for the same step, always
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.trainable, teacher_params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+    trainable = optax.apply_updates(state.trainable, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **{f"loss/{k}": v for k, v in parts.items()}}
+    return TrainState(state.step + 1, trainable, opt_state), metrics
+
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  return jax.jit(step, in_shardings=(replicated, replicated, batch_sharding),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_predict(mesh: Mesh, cfg: BertConfig):
+  """Jitted logits for evaluation: params replicated, batch sharded."""
+  graph = graphdef_of(cfg)
+
+  def predict(params, batch):
+    out = nnx.merge(graph, params)(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return out.logits
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(predict, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=replicated)
+
+
+def init_state(config, params: dict, aux: dict, tx) -> TrainState:
+  # A copy, so donating the train state can never free arrays it shares with the teacher
+  # (a student built from teacher layers shares its embedding arrays).
+  trainable = jax.tree.map(jnp.array, {"student": params, "aux": aux})
+  return TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
