@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "finetune"  # label for reports: finetune, kd, pkd, theseus, lad, ...
   c.seed = 0
   c.data = default_data_config()
-  c.cache_dir = ""       # tokenisation cache; "" = <workdir>/../.cache/jaxdistill
+  c.cache_dir = ""       # tokenisation cache; "" = $XDG_CACHE_HOME/jaxdistill (~/.cache/jaxdistill)
   # The student: how it is built and initialised.
   c.student = ml_collections.ConfigDict(dict(
       source="all-MiniLM-L6-v2",  # HF directory, shipped asset alias, or hub id
@@ -58,9 +58,13 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=0,          # steps between dev evaluations; 0 = once per epoch
       checkpoint_every=200,  # steps between resumable checkpoints
       keep=2, select_best=True, dtype="float32", bucket_multiple=16,
+      stop_after=0,  # stop after this many steps as if preempted (schedule unchanged); 0 = off
   ))
   c.mesh = ml_collections.ConfigDict(dict(data=-1))  # -1 = every device on the data axis
-  c.report = ml_collections.ConfigDict(dict(latency_batch=32, latency_iters=10, export=True))
+  c.report = ml_collections.ConfigDict(dict(
+      compression=True,  # the teacher-vs-student report at the end of a distillation run
+      export=True,       # write the final student as a HF checkpoint to <workdir>/export
+      latency_batch=32, latency_iters=10))
   c.lock()
   return c
 
@@ -109,7 +113,7 @@ def _parse_value(text: str, current):
   except (ValueError, SyntaxError):
     if isinstance(current, tuple):  # `--config.student.layers=0,2,4`
       return tuple(ast.literal_eval(x) for x in text.split(",") if x)
-    raise ConfigError(f"cannot read {text!r} as a {type(current).__name__}") from None
+    raise ConfigError(f"cannot read {text!r} as {type(current).__name__}") from None
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)
   if isinstance(current, tuple) and isinstance(value, (int, float, str)):
@@ -117,7 +121,7 @@ def _parse_value(text: str, current):
   if isinstance(current, tuple) and isinstance(value, list):
     value = tuple(value)
   if current is not None and not isinstance(value, type(current)):
-    raise ConfigError(f"expected a {type(current).__name__}, got {text!r}")
+    raise ConfigError(f"expected {type(current).__name__}, got {text!r}")
   return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -56,11 +57,30 @@ def teacher_stage(config, workdir: Path) -> str:
   return str(tdir / "export")
 
 
+def eval_splits(task) -> list[str]:
+  """Every labelled split but train (MNLI: dev_matched and dev_mismatched); unlabelled test
+  sets (GLUE's) are never scored."""
+  return [name for name, split in task.splits.items() if name != "train" and split.has_labels]
+
+
 def _device_batch(batch: dict, sharding) -> dict:
   return jax.device_put({k: np.asarray(v) for k, v in batch.items()}, sharding)
 
 
+def cache_root() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "jaxdistill")
+
+
+def enable_compilation_cache() -> None:
+  """Keeps compiled XLA programs on disk: a resumed run, the next stage or the next method
+  with the same shapes skips compilation (tens of seconds on a CPU)."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def train_and_evaluate(config, workdir) -> dict:
+  enable_compilation_cache()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -81,7 +101,7 @@ def train_and_evaluate(config, workdir) -> dict:
   # ---- Data ----
   tok_source = config.student.source or teacher_source
   tokenizer = load_tokenizer(tok_source)
-  cache_dir = config.cache_dir or str(workdir.absolute().parent / ".cache" / "jaxdistill")
+  cache_dir = config.cache_dir or os.path.join(cache_root(), "data")
   task = data_lib.load_task(config.data, tokenizer, cache_dir=cache_dir)
   metric = task_metric(task)
   bs = config.train.batch_size
@@ -126,7 +146,7 @@ def train_and_evaluate(config, workdir) -> dict:
       for batch in data_lib.batches(task.splits["train"], bs, train=True, seed=config.seed,
                                     epoch=epoch, start_batch=first, drop_remainder=True,
                                     bucket_multiple=config.train.bucket_multiple):
-        if step >= total_steps:
+        if step >= total_steps or step == (config.train.stop_after or -1):
           break
         state, metrics = train_step(state, teacher_params, _device_batch(batch, batch_sharding))
         step += 1
@@ -150,6 +170,10 @@ def train_and_evaluate(config, workdir) -> dict:
   finally:
     bar.close()
   ckpt.save(state, force=True)
+  if step < total_steps:  # stopped early (train.stop_after): resumable, nothing final yet
+    ckpt.close()
+    writer.close()
+    return {"name": config.name, "state": state, "stopped_at": step}
 
   # ---- Final evaluation, export, report ----
   params = state.trainable["student"]
@@ -157,18 +181,18 @@ def train_and_evaluate(config, workdir) -> dict:
     params = ckpt.best_params(params) or params
   ckpt.close()
   results = {split: evaluate(predict, params, task, split, config, batch_sharding)
-             for split in ("dev", "test") if split in task.splits}
+             for split in eval_splits(task)}
   writer.write(total_steps, {f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
   writer.close()
   print(f"{config.name}: " + "  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items()))
   summary = {"name": config.name, "method": config.method, "task": task.name, "metric": metric,
              "student": results, "student_params": count_params(params),
-             "train_seconds": time.time() - t_start}
+             "train_seconds": time.time() - t_start, "state": state}
   if config.report.export:
     out = save_pretrained(student.cfg, jax.device_get(params), workdir / "export",
                           tokenizer_dir=resolve_model_dir(tok_source))
     (out / DONE).write_text(json.dumps(summary))
-  if teacher is not None:
+  if teacher is not None and config.report.compression:
     from jaxdistill.train.compression import compression_report
     summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, student.cfg,
                                            params, results, workdir, summary["train_seconds"])
