@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxdistill import data as data_lib
+from jaxdistill.methods import theseus
 from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
 from jaxdistill.train import build, terms
@@ -37,6 +38,7 @@ def finetune_config(config):
     c.name, c.method = f"{config.name}_teacher", "finetune"
     c.student.source, c.student.init, c.student.layers = config.teacher.source, "pretrained", ()
     c.teacher.source, c.teacher.finetune = "", False
+    c.theseus.enabled = False
     for k in c.losses:
       c.losses[k] = 0.0
     c.losses.hard_ce = 1.0
@@ -88,10 +90,16 @@ def train_and_evaluate(config, workdir) -> dict:
 
   # ---- Teacher (stage 1 when it must be fine-tuned first) ----
   teacher_source = teacher_stage(config, workdir)
+  # BERT-of-Theseus with successor fine-tuning: module replacing runs first in
+  # workdir/replacing (stage 2) and this run fine-tunes its export (stage 3).
+  config = theseus.replacing_stage(config, workdir, teacher_source, train_and_evaluate)
   if terms.needs_teacher(config) and not teacher_source:
     raise ValueError("the configured losses need a teacher; set teacher.source (and "
                      "teacher.finetune=True to fine-tune it on the task first)")
-  teacher_source = teacher_source if terms.needs_teacher(config) else ""
+  # A named teacher no loss reads is still loaded for the compression report (the step
+  # never runs its forward then).
+  keep = terms.needs_teacher(config) or (config.report.compression and config.teacher.source)
+  teacher_source = teacher_source if keep else ""
 
   # ---- Mesh ----
   mesh = make_mesh(config)
@@ -191,7 +199,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.report.export:
     out = save_pretrained(student.cfg, jax.device_get(params), workdir / "export",
                           tokenizer_dir=resolve_model_dir(tok_source))
-    (out / DONE).write_text(json.dumps(summary))
+    (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
   if teacher is not None and config.report.compression:
     from jaxdistill.train.compression import compression_report
     summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, student.cfg,

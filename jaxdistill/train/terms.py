@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdistill import losses
+from jaxdistill.methods import lad, theseus
 from jaxdistill.models import BertConfig, BertOutput, Collect
 
 
@@ -76,8 +77,13 @@ def _logit_mse(x: Inputs):
 
 def pkd_pairs(config, student_cfg: BertConfig, teacher_cfg: BertConfig) -> list[tuple[int, int]]:
   """(student, teacher) hidden-state indices (1 = first layer's output) for BERT-PKD."""
-  return losses.make_layer_map(config.pkd.layer_map, student_cfg.num_layers,
-                               teacher_cfg.num_layers, pairs=list(config.pkd.pairs) or None)
+  pairs = losses.make_layer_map(config.pkd.layer_map, student_cfg.num_layers,
+                                teacher_cfg.num_layers, pairs=list(config.pkd.pairs) or None)
+  if not pairs:
+    raise ValueError(f"pkd.layer_map={config.pkd.layer_map!r} pairs no layers of a "
+                     f"{student_cfg.num_layers}-layer student with a {teacher_cfg.num_layers}-layer "
+                     "teacher; use a deeper student, pkd.layer_map=uniform, or pkd.pairs")
+  return pairs
 
 
 def _init_projection(key, config, s: BertConfig, t: BertConfig):
@@ -103,6 +109,8 @@ TERMS: dict[str, Term] = {
     "logit_mse": Term(_logit_mse, teacher=Collect(), doc="MSE between logits (Bucilua; Tang et al.)"),
     "pkd": Term(_pkd, student=Collect(hidden_states=True), teacher=Collect(hidden_states=True),
                 init_aux=_init_projection, doc="BERT-PKD normalised [CLS] MSE over pkd.layer_map"),
+    "lad": Term(lad.lad_loss, student=Collect(hidden_states=True), teacher=Collect(hidden_states=True),
+                init_aux=lad.init_gates, doc="LAD: MSE to gated aggregates of the teacher's layers"),
 }
 
 
@@ -113,8 +121,14 @@ def active_terms(config) -> dict[str, tuple[float, Term]]:
   return out
 
 
-def needs_teacher(config) -> bool:
+def needs_teacher_outputs(config) -> bool:
+  """Whether a loss term reads the teacher's forward pass."""
   return any(t.teacher is not None for _, t in active_terms(config).values())
+
+
+def needs_teacher(config) -> bool:
+  """Whether the run needs a teacher checkpoint (BERT-of-Theseus: as the predecessor)."""
+  return needs_teacher_outputs(config) or theseus.enabled(config)
 
 
 def collect_for(config) -> tuple[Collect, Collect]:
