@@ -229,6 +229,8 @@ class BertModel(nnx.Module):
                token_type_ids: Optional[Array] = None, *, dropout_key=None,
                collect: Collect = Collect(), with_mlm: bool = False) -> BertOutput:
     """input_ids, attention_mask, token_type_ids: [B, S] ints; attention_mask 1 = real token."""
+    if with_mlm and not self.config.mlm_head:  # before any work, not after the encoder ran
+      self._mlm_or_error(None)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     mask = attention_mask.astype(bool)

@@ -118,7 +118,8 @@ class BertConfig:
   def to_hf_dict(self) -> dict[str, Any]:
     names = self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
     return {
-        "architectures": ["BertForSequenceClassification"],
+        "architectures": (["BertForSequenceClassification"]
+                          + (["BertForMaskedLM"] if self.mlm_head else [])),
         "model_type": "bert",
         "vocab_size": self.vocab_size,
         "hidden_size": self.hidden_size,
@@ -134,6 +135,7 @@ class BertConfig:
         "initializer_range": self.initializer_range,
         "pad_token_id": self.pad_token_id,
         "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,  # the MLM decoder is the word embeddings, as here
         "num_labels": self.num_labels,
         "problem_type": self.problem_type,
         "id2label": {str(i): n for i, n in enumerate(names)},

