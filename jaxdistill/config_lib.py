@@ -49,6 +49,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.losses.hard_ce = 1.0
   c.kd = ml_collections.ConfigDict(dict(temperature=2.0, t2_scaling=True))
   c.pkd = ml_collections.ConfigDict(dict(layer_map="skip", pairs=()))
+  # BERT-of-Theseus (jaxdistill/methods/theseus.py): module replacing with the teacher as
+  # predecessor; p = rate (constant) or min(1, linear_k * t + rate) (linear). Then
+  # `finetune_epochs` of successor-only fine-tuning at `finetune_lr` (0 = optim.lr).
+  c.theseus = ml_collections.ConfigDict(dict(
+      enabled=False, scheduler="constant", rate=0.5, linear_k=0.0,
+      finetune_epochs=0, finetune_lr=0.0))
+  # LAD gate blocks (jaxdistill/methods/lad.py), the `lad` loss term's own params.
+  c.lad = ml_collections.ConfigDict(dict(learnable_norm=False))
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-5, aux_lr=0.0, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
       b1=0.9, b2=0.999, eps=1e-8, grad_accum=1,

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxdistill.methods import theseus
 from jaxdistill.models import BertConfig, BertModel
 from jaxdistill.train import terms
 
@@ -52,11 +53,18 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
 
   tx = optax.chain(
       optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity(),
-      optax.multi_transform({"student": adamw(o.lr), "aux": adamw(o.aux_lr or o.lr)},
-                            lambda tree: {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()}))
+      optax.multi_transform({"student": adamw(o.lr), "aux": adamw(o.aux_lr or o.lr),
+                             "frozen": optax.set_to_zero()}, lambda tree: _labels(config, tree)))
   if o.grad_accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum)
   return tx
+
+
+def _labels(config, tree: dict) -> dict:
+  labels = {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()}
+  if theseus.enabled(config):  # module replacing trains the successor layers alone
+    labels["student"] = theseus.student_labels(tree["student"])
+  return labels
 
 
 def make_mesh(config) -> Mesh:
@@ -77,19 +85,26 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
   t_graph = graphdef_of(teacher_cfg) if teacher_cfg is not None else None
   s_collect, t_collect = terms.collect_for(config)
   base_key = jax.random.key(config.seed)
+  # BERT-of-Theseus: the student's forward is the predecessor with modules replaced.
+  replacing = (theseus.make_replacing_forward(config, s_graph, t_graph, student_cfg, teacher_cfg)
+               if theseus.enabled(config) else None)
+  t_forward = t_graph is not None and terms.needs_teacher_outputs(config)
 
-  def forward_pair(trainable, teacher_params, batch, key):
+  def forward_pair(trainable, teacher_params, batch, key, step):
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-    s_out = nnx.merge(s_graph, trainable["student"])(ids, mask, types, dropout_key=key,
-                                                     collect=s_collect)
+    if replacing is not None:
+      s_out = replacing(trainable["student"], teacher_params, batch, key, step, s_collect)
+    else:
+      s_out = nnx.merge(s_graph, trainable["student"])(ids, mask, types, dropout_key=key,
+                                                       collect=s_collect)
     t_out = None
-    if t_graph is not None:
+    if t_forward:
       t_out = nnx.merge(t_graph, teacher_params)(ids, mask, types, collect=t_collect)
       t_out = jax.lax.stop_gradient(t_out)
     return s_out, t_out
 
-  def loss_fn(trainable, teacher_params, batch, key):
-    s_out, t_out = forward_pair(trainable, teacher_params, batch, key)
+  def loss_fn(trainable, teacher_params, batch, key, step):
+    s_out, t_out = forward_pair(trainable, teacher_params, batch, key, step)
 
     def inputs(name):
       return terms.Inputs(s_out, t_out, batch, trainable["aux"].get(name, {}), config,
@@ -100,10 +115,10 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
   def step(state: TrainState, teacher_params, batch):
     key = jax.random.fold_in(base_key, state.step)  # the same key for the same step, always
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.trainable, teacher_params, batch, key)
+        state.trainable, teacher_params, batch, key, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **{f"loss/{k}": v for k, v in parts.items()}}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **{f"loss/{k}": v for k, v in parts.items()}}
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
   replicated = NamedSharding(mesh, P())

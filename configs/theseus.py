@@ -1,0 +1,32 @@
+"""BERT-of-Theseus (Xu et al. 2020): fine-tune the 6-layer MiniLM teacher (stage 1), replace
+its modules of 2 layers by 3 successor layers at random (stage 2, in <workdir>/replacing),
+then fine-tune the 3-layer successor alone (stage 3, in <workdir>, which it exports).
+
+  python -m jaxdistill.train --config configs/theseus.py --workdir runs/rt_theseus
+  python -m jaxdistill.train --config configs/theseus.py:tiny --workdir /tmp/theseus_tiny
+
+Replacing trains on the labels alone, with the predecessor's embeddings and classifier shared
+and frozen (only the successor layers train). The rate follows the paper's linear curriculum
+p = min(1, k*t + b) with b = 0.3, reaching 1 after 500 of the ~800 steps; a constant rate:
+--config.theseus.scheduler=constant --config.theseus.rate=0.5. The successor layers start as
+the predecessor's first three (the authors' code); --config.student.layers=0,2,4 starts each
+module from its own first layer instead.
+"""
+
+from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
+
+
+def get_config(arg: str = ""):
+  c = rotten_tomatoes(base_config())
+  c.method = "theseus"
+  c.theseus.enabled = True
+  c.student.source = ""  # cut from the fine-tuned predecessor (the teacher)
+  c.student.init, c.student.layers = "layers", (0, 1, 2)
+  c.losses.hard_ce = 1.0  # no distillation loss: the task loss through the mixed model
+  c.theseus.scheduler, c.theseus.rate, c.theseus.linear_k = "linear", 0.3, 0.7 / 500
+  c.optim.lr = 5e-5
+  c.theseus.finetune_epochs, c.theseus.finetune_lr = 2, 2e-5
+  if arg == "tiny":
+    c = tiny(c)
+    c.theseus.finetune_epochs = 1
+  return c
