@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=200,  # steps between resumable checkpoints
       keep=2, select_best=True, dtype="float32", bucket_multiple=16,
       stop_after=0,  # stop after this many steps as if preempted (schedule unchanged); 0 = off
+      # When the losses read only the teacher's logits, compute them once over the train split
+      # (the teacher is deterministic) instead of running the teacher every step.
+      cache_teacher_logits=True,
   ))
   c.mesh = ml_collections.ConfigDict(dict(data=-1))  # -1 = every device on the data axis
   c.report = ml_collections.ConfigDict(dict(
@@ -181,12 +184,12 @@ def rotten_tomatoes(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   config.data.max_length = 64
   config.teacher.source = "all-MiniLM-L6-v2"
   config.teacher.finetune = True
-  config.teacher.epochs = 2
+  config.teacher.epochs = 1  # 83% dev accuracy after one epoch; configs/finetune.py runs two
   config.teacher.lr = 5e-5
   config.student.source = "all-MiniLM-L6-v2"
   config.student.init = "layers"
   config.student.layers = (0, 2, 4)  # every other teacher layer, as DistilBERT initialises
-  config.train.epochs = 3
+  config.train.epochs = 2
   config.train.batch_size = 32
   config.optim.lr = 1e-4
   return config

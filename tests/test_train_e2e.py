@@ -4,6 +4,7 @@ a one-line error from the command line, never a traceback."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -116,3 +117,26 @@ def test_demo_config_tiny_on_real_minilm(tmp_path, capsys):
   assert "Compression report" in out and "retention" in out
   assert (tmp_path / "demo" / "teacher" / "export" / "DONE").exists()
   assert (tmp_path / "demo" / "report.md").exists()
+
+
+def test_cached_teacher_logits_match_running_the_teacher(ckpts, tmp_path):
+  """KD reads only the teacher's logits, so they are computed once; the run must end where a
+  run that calls the teacher every step ends (misaligned rows would change it a lot)."""
+  from safetensors.numpy import load_file, save_file
+  sharp = tiny_checkpoint(tmp_path / "sharp", num_layers=2, seed=4, label_names=("rotten", "fresh"))
+  w = load_file(str(sharp / "model.safetensors"))  # logits that differ a lot between reviews
+  w["classifier.weight"] = w["classifier.weight"] * 300
+  save_file(w, str(sharp / "model.safetensors"))
+  finals, curves = {}, {}
+  for cache in (True, False):
+    c = tiny_run_config("kd", ckpts, tmp_path, train__cache_teacher_logits=cache)
+    c.teacher.source = str(sharp)
+    c.report.compression = c.report.export = False
+    c.data.max_length, c.train.bucket_multiple = 32, 8  # several shapes: train and eval differ
+    out = train_and_evaluate(c, tmp_path / f"cache_{cache}")
+    finals[cache] = [np.asarray(x) for x in jax.tree.leaves(out["state"].trainable)]
+    lines = (tmp_path / f"cache_{cache}" / "metrics.jsonl").read_text().splitlines()
+    curves[cache] = [json.loads(l)["train/loss/kd"] for l in lines if "train/loss/kd" in l]
+  np.testing.assert_allclose(curves[True], curves[False], rtol=1e-4)
+  for a, b in zip(finals[True], finals[False], strict=True):
+    np.testing.assert_allclose(a, b, atol=2e-5)

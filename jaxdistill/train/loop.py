@@ -23,7 +23,7 @@ from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
 from jaxdistill.train import build, terms
 from jaxdistill.train.checkpoint import Checkpoints
-from jaxdistill.train.evaluate import evaluate, task_metric
+from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
 from jaxdistill.train.logs import MetricWriter, ProgressBar
 from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_predict, make_train_step
 
@@ -134,6 +134,11 @@ def train_and_evaluate(config, workdir) -> dict:
   predict = make_predict(mesh, student.cfg)
   state = init_state(config, student.params, aux, tx)
   teacher_params = jax.device_put(teacher.params, NamedSharding(mesh, P())) if teacher else None
+  cached_logits = None
+  if teacher is not None and config.train.cache_teacher_logits and terms.teacher_logits_suffice(config):
+    log.info("caching the teacher's logits over the %d train examples", len(task.splits["train"]))
+    cached_logits = predict_split(make_predict(mesh, teacher.cfg), teacher_params, task, "train",
+                                  config, batch_sharding)[0]
 
   # ---- Checkpoints: resume if this workdir has one ----
   ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
@@ -156,6 +161,8 @@ def train_and_evaluate(config, workdir) -> dict:
                                     bucket_multiple=config.train.bucket_multiple):
         if step >= total_steps or step == (config.train.stop_after or -1):
           break
+        if cached_logits is not None:  # padding rows (index -1) carry weight 0
+          batch["teacher_logits"] = cached_logits[np.maximum(batch["index"], 0)]
         state, metrics = train_step(state, teacher_params, _device_batch(batch, batch_sharding))
         step += 1
         pending.append(metrics)

@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdistill.methods import theseus
-from jaxdistill.models import BertConfig, BertModel
+from jaxdistill.models import BertConfig, BertModel, BertOutput
 from jaxdistill.train import terms
 
 
@@ -98,7 +98,9 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
       s_out = nnx.merge(s_graph, trainable["student"])(ids, mask, types, dropout_key=key,
                                                        collect=s_collect)
     t_out = None
-    if t_forward:
+    if "teacher_logits" in batch:  # cached once per run (train.cache_teacher_logits)
+      t_out = BertOutput(last_hidden=jnp.zeros(()), logits=batch["teacher_logits"])
+    elif t_forward:
       t_out = nnx.merge(t_graph, teacher_params)(ids, mask, types, collect=t_collect)
       t_out = jax.lax.stop_gradient(t_out)
     return s_out, t_out

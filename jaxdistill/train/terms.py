@@ -126,6 +126,13 @@ def needs_teacher_outputs(config) -> bool:
   return any(t.teacher is not None for _, t in active_terms(config).values())
 
 
+def teacher_logits_suffice(config) -> bool:
+  """Whether every term that reads the teacher reads only its logits (so they can be cached)."""
+  teacher_terms = [t for _, t in active_terms(config).values() if t.teacher is not None]
+  return bool(teacher_terms) and all(t.teacher == Collect() for t in teacher_terms) \
+      and not theseus.enabled(config)
+
+
 def needs_teacher(config) -> bool:
   """Whether the run needs a teacher checkpoint (BERT-of-Theseus: as the predecessor)."""
   return needs_teacher_outputs(config) or theseus.enabled(config)
