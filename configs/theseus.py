@@ -1,6 +1,6 @@
 """BERT-of-Theseus (Xu et al. 2020): fine-tune the 6-layer MiniLM teacher (stage 1), replace
 its modules of 2 layers by 3 successor layers at random (stage 2, in <workdir>/replacing),
-then fine-tune the 3-layer successor alone (stage 3, in <workdir>, which it exports).
+then fine-tune the 3-layer successor alone for an epoch (stage 3, in <workdir>, which it exports).
 
   python -m jaxdistill.train --config configs/theseus.py --workdir runs/rt_theseus
   python -m jaxdistill.train --config configs/theseus.py:tiny --workdir /tmp/theseus_tiny
@@ -25,7 +25,7 @@ def get_config(arg: str = ""):
   c.losses.hard_ce = 1.0  # no distillation loss: the task loss through the mixed model
   c.theseus.scheduler, c.theseus.rate, c.theseus.linear_k = "linear", 0.3, 0.7 / 500
   c.optim.lr = 5e-5
-  c.theseus.finetune_epochs, c.theseus.finetune_lr = 2, 2e-5
+  c.theseus.finetune_epochs, c.theseus.finetune_lr = 1, 2e-5
   if arg == "tiny":
     c = tiny(c)
     c.theseus.finetune_epochs = 1
