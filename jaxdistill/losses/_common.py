@@ -140,21 +140,23 @@ def row_kl(teacher_logp: Array, student_logp: Array, key_mask: Array) -> Array:
 
 def sum_over_layer_pairs(loss_fn: Callable[..., Array], student_states: Sequence[Array],
                          teacher_states: Sequence[Array],
-                         layer_pairs: Sequence[tuple[int, int]], **kwargs) -> Array:
+                         layer_pairs: Sequence[tuple[int, int]], *, what: str = "layer pair",
+                         index_name: str = "index", **kwargs) -> Array:
   """sum_{(i, j) in layer_pairs} loss_fn(student_states[i], teacher_states[j], **kwargs).
 
   ``*_states`` are hidden-state tuples (index 0 = embedding output, i = output of layer i),
   or per-layer attention tuples indexed however the caller's layer map indexes them.
+  ``what`` and ``index_name`` word the range errors for the calling loss.
   """
   if len(layer_pairs) == 0:
-    raise ValueError("layer_pairs is empty; nothing to distil")
+    raise ValueError(f"{what}: layer_pairs is empty; nothing to distil")
   total = None
   for s, t in layer_pairs:
     if not 0 <= s < len(student_states):
-      raise ValueError(f"layer pair ({s}, {t}): student index {s} is out of range "
+      raise ValueError(f"{what} ({s}, {t}): student {index_name} {s} is out of range "
                        f"0..{len(student_states) - 1}")
     if not 0 <= t < len(teacher_states):
-      raise ValueError(f"layer pair ({s}, {t}): teacher index {t} is out of range "
+      raise ValueError(f"{what} ({s}, {t}): teacher {index_name} {t} is out of range "
                        f"0..{len(teacher_states) - 1}")
     term = loss_fn(student_states[s], teacher_states[t], **kwargs)
     total = term if total is None else total + term

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import (check_ndim, check_reduction, check_same_shape, reduce_loss, safe_div,
-                      safe_norm, to_float, token_mask)
+                      safe_norm, sum_over_layer_pairs, to_float, token_mask)
 from .soft_targets import cross_entropy_loss
 
 Array = jax.Array
@@ -72,23 +72,16 @@ def pkd_loss(student_hidden_states: Sequence[Array],  # L_s+1 x [B, S, H_s], ind
   this value divided by (len(layer_pairs) * H).
   """
   check_reduction(reduction)
-  if len(layer_pairs) == 0:
-    raise ValueError("pkd_loss: layer_pairs is empty")
-  per = None
-  for s_idx, t_idx in layer_pairs:
-    if not 0 <= s_idx < len(student_hidden_states):
-      raise ValueError(f"pkd_loss pair ({s_idx}, {t_idx}): student hidden-state index {s_idx} "
-                       f"is out of range 0..{len(student_hidden_states) - 1}")
-    if not 0 <= t_idx < len(teacher_hidden_states):
-      raise ValueError(f"pkd_loss pair ({s_idx}, {t_idx}): teacher hidden-state index {t_idx} "
-                       f"is out of range 0..{len(teacher_hidden_states) - 1}")
-    s, t, _ = _hidden_pair(student_hidden_states[s_idx], teacher_hidden_states[t_idx], None,
-                           "pkd_loss")
+
+  def pair_term(student_hidden, teacher_hidden):  # [B] per example, for one layer pair
+    s, t, _ = _hidden_pair(student_hidden, teacher_hidden, None, "pkd_loss")
     hs = _project(s[:, 0, :], projection_kernel, projection_bias, t.shape[-1], "pkd_loss")
     ht = t[:, 0, :]
     d = hs / safe_norm(hs, eps) - ht / safe_norm(ht, eps)
-    term = jnp.sum(d * d, axis=-1)
-    per = term if per is None else per + term
+    return jnp.sum(d * d, axis=-1)
+
+  per = sum_over_layer_pairs(pair_term, student_hidden_states, teacher_hidden_states, layer_pairs,
+                             what="pkd_loss pair", index_name="hidden-state index")
   return reduce_loss(per, None, example_weight, reduction)
 
 
