@@ -71,7 +71,16 @@ def base_config() -> ml_collections.ConfigDict:
       # (the teacher is deterministic) instead of running the teacher every step.
       cache_teacher_logits=True,
   ))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))  # -1 = every device on the data axis
+  # The device mesh (jaxdistill/train/sharding.py): data x fsdp devices, the batch split over
+  # both. data=-1: every device not on fsdp. fsdp > 1 also shards parameters and optimizer
+  # state; rules: ((regex, spec), ...) searched in "student/layers/0/intermediate/kernel"-style
+  # paths, spec one mesh axis or None per dimension, () = replicated; the rest: the largest
+  # fsdp-divisible dimension of >= 2-D params.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, rules=()))
+  # Multi-process runs (jaxdistill/distributed.py): initialize auto | always | never; a
+  # coordinator "host:port" with num_processes and process_id (or JAXDISTILL_* env vars).
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize="auto", coordinator="", num_processes=0, process_id=-1, timeout_s=300))
   c.report = ml_collections.ConfigDict(dict(
       compression=True,  # the teacher-vs-student report at the end of a distillation run
       export=True,       # write the final student as a HF checkpoint to <workdir>/export

@@ -1,4 +1,7 @@
-"""python -m jaxdistill.train --config configs/kd.py[:tiny] --workdir runs/kd [--config.a.b=v ...]"""
+"""python -m jaxdistill.train --config configs/kd.py[:tiny] --workdir runs/kd [--config.a.b=v ...]
+
+Multi-process runs start this same command in every process (see jaxdistill/distributed.py
+and launch/)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("runs", config.name)
+  from jaxdistill import distributed
+  try:  # multi-process runs connect before any JAX computation
+    distributed.initialize(config)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   from jaxdistill.train.loop import train_and_evaluate  # after arg checks: imports JAX
   try:
     train_and_evaluate(config, workdir)

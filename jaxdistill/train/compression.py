@@ -4,11 +4,12 @@ student against its teacher, measured here, written to the workdir and printed."
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill import distributed
 from jaxdistill.models import BertConfig, count_params
 from jaxdistill.report import CompressionReport, compare_latency, format_report, write_report
+from jaxdistill.train import sharding
 from jaxdistill.train.evaluate import evaluate, task_metric
 from jaxdistill.train.step import make_predict
 
@@ -19,15 +20,18 @@ def _non_embedding_params(params: dict) -> int:
 
 def compression_report(config, task, mesh, batch_sharding, teacher, student_cfg: BertConfig,
                        student_params: dict, student_results: dict, workdir, train_seconds: float):
-  t_predict = make_predict(mesh, teacher.cfg)
-  s_predict = make_predict(mesh, student_cfg)
+  """`teacher.params` and `student_params` are placed as the train step places them."""
+  rules = sharding.rules_of(config)
+  t_predict = make_predict(mesh, teacher.cfg, rules, role="teacher")
+  s_predict = make_predict(mesh, student_cfg, rules)
   teacher_results = {split: evaluate(t_predict, teacher.params, task, split, config, batch_sharding)
                      for split in student_results}
-  # Latency at one fixed batch shape for both models: [latency_batch, max_length].
-  shape = (config.report.latency_batch, config.data.max_length)
-  ids = jnp.asarray(np.random.default_rng(0).integers(1000, 2000, size=shape), jnp.int32)
-  batch = jax.device_put({"input_ids": ids, "attention_mask": jnp.ones_like(ids),
-                          "token_type_ids": jnp.zeros_like(ids)}, batch_sharding)
+  # Latency at one fixed batch shape for both models: [latency_batch, max_length], the batch
+  # rounded up to a multiple of the devices it is split over.
+  shape = (-(-config.report.latency_batch // mesh.size) * mesh.size, config.data.max_length)
+  ids = np.random.default_rng(0).integers(1000, 2000, size=shape).astype(np.int32)
+  batch = sharding.put({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                        "token_type_ids": np.zeros_like(ids)}, batch_sharding)
   latency = compare_latency(lambda: t_predict(teacher.params, batch),
                             lambda: s_predict(student_params, batch),
                             iters=config.report.latency_iters)
@@ -39,6 +43,7 @@ def compression_report(config, task, mesh, batch_sharding, teacher, student_cfg:
       student_params_no_embed=_non_embedding_params(student_params),
       latency=latency, batch_shape=shape, device=str(jax.devices()[0].device_kind),
       train_seconds=train_seconds, config=config.to_dict())
-  write_report(report, workdir)
-  print(format_report(report))
+  if distributed.is_main():
+    write_report(report, workdir)
+    print(format_report(report))
   return report

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from jaxdistill import data as data_lib
 from jaxdistill.metrics import compute_metrics, primary_metric, task_kind
+from jaxdistill.train.sharding import BatchLayout
 
 __all__ = ["evaluate", "predict_split", "task_metric"]
 
@@ -21,18 +21,21 @@ def _kind(task) -> str:
 
 
 def predict_split(predict, params, task, split: str, config, batch_sharding) -> tuple[np.ndarray, np.ndarray]:
-  """(logits [N, C], labels [N]) for every example of `split`, in order.
+  """(logits [N, C], labels [N]) for every example of `split`, in order, on every process.
 
-  The eval batcher pads the last batch with weight-0 rows; those rows are dropped here, so
-  every real example is counted exactly once.
+  Each process feeds its rows of each batch; `predict` returns the whole batch's logits
+  replicated. Evaluation batches are the split's rows in order and the eval batcher pads the
+  last one with weight-0 rows, which are dropped here: every example is counted exactly once.
   """
+  data, bs = task.splits[split], config.train.eval_batch_size
+  layout = BatchLayout(batch_sharding, bs)
   logits, labels = [], []
-  for batch in data_lib.batches(task.splits[split], config.train.eval_batch_size, train=False,
-                                bucket_multiple=config.train.bucket_multiple):
-    out = predict(params, jax.device_put({k: np.asarray(v) for k, v in batch.items()}, batch_sharding))
-    keep = np.asarray(batch["example_weight"]) > 0
-    logits.append(np.asarray(out)[keep])
-    labels.append(np.asarray(batch["labels"])[keep])
+  for rows, batch in zip(data_lib.batch_plan(data.lengths, bs, train=False),
+                         layout.batches(data, train=False, bucket_multiple=config.train.bucket_multiple),
+                         strict=True):
+    out = predict(params, layout.put(batch))
+    logits.append(np.asarray(out)[:len(rows)])
+    labels.append(data.labels[rows])
   logits, labels = np.concatenate(logits), np.concatenate(labels)
   if len(labels) != len(task.splits[split]):
     raise RuntimeError(f"evaluated {len(labels)} of {len(task.splits[split])} {split} examples")

@@ -4,6 +4,10 @@
 and it continues from the last checkpoint, ending with the params an uninterrupted run ends
 with. A config with `teacher.finetune=True` first fine-tunes the teacher in its own workdir
 (stage 1, itself resumable and skipped once done), then distils (stage 2).
+
+The same code runs on one device, many, or many processes (jaxdistill/distributed.py): each
+process feeds its rows of every batch, every process takes part in checkpoints and collectives,
+and only process 0 writes metrics, reports and exports.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
 
 from jaxdistill import data as data_lib
+from jaxdistill import distributed
 from jaxdistill.methods import theseus
 from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
-from jaxdistill.train import build, terms
+from jaxdistill.train import build, sharding, terms
 from jaxdistill.train.checkpoint import Checkpoints
 from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
 from jaxdistill.train.logs import MetricWriter, ProgressBar
-from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_predict, make_train_step
+from jaxdistill.train.step import (init_state, make_mesh, make_optimizer, make_predict, make_train_step,
+                                   train_shardings)
 
 log = logging.getLogger(__name__)
 DONE = "DONE"  # marker written into export/ once a run has finished
@@ -65,10 +72,6 @@ def eval_splits(task) -> list[str]:
   return [name for name, split in task.splits.items() if name != "train" and split.has_labels]
 
 
-def _device_batch(batch: dict, sharding) -> dict:
-  return jax.device_put({k: np.asarray(v) for k, v in batch.items()}, sharding)
-
-
 def cache_root() -> str:
   return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "jaxdistill")
 
@@ -85,7 +88,9 @@ def train_and_evaluate(config, workdir) -> dict:
   enable_compilation_cache()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  main = distributed.is_main()
+  if main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   t_start = time.time()
 
   # ---- Teacher (stage 1 when it must be fine-tuned first) ----
@@ -103,8 +108,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
   # ---- Mesh ----
   mesh = make_mesh(config)
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  batch_sharding = NamedSharding(mesh, P("data"))
+  batch_sharding = NamedSharding(mesh, sharding.BATCH)
 
   # ---- Data ----
   tok_source = config.student.source or teacher_source
@@ -130,40 +134,44 @@ def train_and_evaluate(config, workdir) -> dict:
 
   # ---- Step ----
   tx = make_optimizer(config, total_steps)
-  train_step = make_train_step(config, mesh, student.cfg, teacher.cfg if teacher else None, tx)
-  predict = make_predict(mesh, student.cfg)
-  state = init_state(config, student.params, aux, tx)
-  teacher_params = jax.device_put(teacher.params, NamedSharding(mesh, P())) if teacher else None
+  t_cfg, rules = teacher.cfg if teacher else None, sharding.rules_of(config)
+  train_step = make_train_step(config, mesh, student.cfg, t_cfg, tx)
+  predict = make_predict(mesh, student.cfg, rules)
+  state_sharding, teacher_sharding = train_shardings(config, mesh, student.cfg, t_cfg, tx)
+  state = sharding.put(init_state(config, student.params, aux, tx), state_sharding)
+  if teacher is not None:  # placed once, as the step and the predictions expect it
+    teacher = teacher._replace(params=sharding.put(teacher.params, teacher_sharding))
+  teacher_params = teacher.params if teacher else None
   cached_logits = None
   if teacher is not None and config.train.cache_teacher_logits and terms.teacher_logits_suffice(config):
     log.info("caching the teacher's logits over the %d train examples", len(task.splits["train"]))
-    cached_logits = predict_split(make_predict(mesh, teacher.cfg), teacher_params, task, "train",
-                                  config, batch_sharding)[0]
+    cached_logits = predict_split(make_predict(mesh, teacher.cfg, rules, role="teacher"),
+                                  teacher_params, task, "train", config, batch_sharding)[0]
 
   # ---- Checkpoints: resume if this workdir has one ----
   ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
+    state = ckpt.restore(state)  # into the template's shardings
     log.info("resumed from step %d in %s", int(state.step), workdir)
-  state = jax.device_put(state, NamedSharding(mesh, P()))
   start = int(state.step)
 
   # ---- Train ----
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, active=main)
   eval_every = config.train.eval_every or steps_per_epoch
-  bar = ProgressBar(config.name, total_steps, start)
+  bar = ProgressBar(config.name, total_steps, start, active=main)
+  layout = sharding.BatchLayout(batch_sharding, bs)  # this process's rows of each batch
   step, pending, t_last, n_last = start, [], time.time(), start
   try:
     for epoch in range(start // steps_per_epoch, config.train.epochs):
       first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
-      for batch in data_lib.batches(task.splits["train"], bs, train=True, seed=config.seed,
-                                    epoch=epoch, start_batch=first, drop_remainder=True,
-                                    bucket_multiple=config.train.bucket_multiple):
+      for batch in layout.batches(task.splits["train"], train=True, seed=config.seed, epoch=epoch,
+                                  start_batch=first, drop_remainder=True,
+                                  bucket_multiple=config.train.bucket_multiple):
         if step >= total_steps or step == (config.train.stop_after or -1):
           break
         if cached_logits is not None:  # padding rows (index -1) carry weight 0
           batch["teacher_logits"] = cached_logits[np.maximum(batch["index"], 0)]
-        state, metrics = train_step(state, teacher_params, _device_batch(batch, batch_sharding))
+        state, metrics = train_step(state, teacher_params, layout.put(batch))
         step += 1
         pending.append(metrics)
         if step % config.train.log_every == 0 or step == total_steps:
@@ -199,14 +207,18 @@ def train_and_evaluate(config, workdir) -> dict:
              for split in eval_splits(task)}
   writer.write(total_steps, {f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
   writer.close()
-  print(f"{config.name}: " + "  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items()))
+  if main:
+    print(f"{config.name}: " + "  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items()))
   summary = {"name": config.name, "method": config.method, "task": task.name, "metric": metric,
              "student": results, "student_params": count_params(params),
              "train_seconds": time.time() - t_start, "state": state}
   if config.report.export:
-    out = save_pretrained(student.cfg, jax.device_get(params), workdir / "export",
-                          tokenizer_dir=resolve_model_dir(tok_source))
-    (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
+    host_params = sharding.to_host(params)  # a collective: every process gathers
+    if main:
+      out = save_pretrained(student.cfg, host_params, workdir / "export",
+                            tokenizer_dir=resolve_model_dir(tok_source))
+      (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
+    distributed.sync(f"export {workdir}")  # a next stage on any host reads it
   if teacher is not None and config.report.compression:
     from jaxdistill.train.compression import compression_report
     summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, student.cfg,

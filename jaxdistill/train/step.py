@@ -1,9 +1,12 @@
 """The optimizer and the jitted SPMD train and eval steps.
 
-The step is one `jax.jit` program over a `Mesh` with a `data` axis: the batch is sharded on
-it, parameters and optimizer state are replicated, and XLA inserts the gradient all-reduce.
-Only the trainable tree ({"student": ..., "aux": ...}) is differentiated and optimised; the
-teacher's params are a separate, replicated, never-donated argument under stop_gradient.
+The step is one `jax.jit` program over a (data, fsdp) `Mesh` (jaxdistill/train/sharding.py):
+the batch is sharded over both axes, parameters and optimizer state are replicated or, with
+mesh.fsdp > 1, sharded over `fsdp` by the config's rules, and XLA inserts the collectives
+(gradient all-reduce, parameter all-gathers). The same program runs on one device or many,
+on one process or many. Only the trainable tree ({"student": ..., "aux": ...}) is
+differentiated and optimised; the teacher's params are a separate, never-donated argument
+under stop_gradient.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdistill.methods import theseus
 from jaxdistill.models import BertConfig, BertModel, BertOutput
-from jaxdistill.train import terms
+from jaxdistill.train import sharding, terms
+from jaxdistill.train.sharding import make_mesh  # noqa: F401  (re-exported)
 
 
 class TrainState(NamedTuple):
@@ -30,6 +34,22 @@ class TrainState(NamedTuple):
 def graphdef_of(cfg: BertConfig):
   """The model's static structure, without initialising any weights."""
   return nnx.graphdef(nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0))))
+
+
+def abstract_params(cfg: BertConfig) -> dict:
+  """The model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
+  model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def train_shardings(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Optional[BertConfig], tx):
+  """(train state, teacher params) NamedShardings for this config's models and optimizer."""
+  aux = jax.eval_shape(lambda: terms.init_aux(jax.random.key(0), config, student_cfg, teacher_cfg))
+  state = jax.eval_shape(lambda p, a: init_state(config, p, a, tx), abstract_params(student_cfg), aux)
+  rules = sharding.rules_of(config)
+  teacher = (sharding.param_shardings(mesh, abstract_params(teacher_cfg), rules, role="teacher")
+             if teacher_cfg is not None else None)
+  return sharding.state_shardings(mesh, state, rules), teacher
 
 
 def _schedule(lr: float, total_steps: int, warmup_ratio: float):
@@ -65,17 +85,6 @@ def _labels(config, tree: dict) -> dict:
   if theseus.enabled(config):  # module replacing trains the successor layers alone
     labels["student"] = theseus.student_labels(tree["student"])
   return labels
-
-
-def make_mesh(config) -> Mesh:
-  devices = jax.devices()
-  n = config.mesh.data if config.mesh.data > 0 else len(devices)
-  if n > len(devices):
-    raise ValueError(f"mesh.data={n} but only {len(devices)} devices are visible")
-  if config.train.batch_size % n:
-    raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                     f"{n} data-parallel devices; use a multiple of {n}")
-  return Mesh(devices[:n], ("data",))
 
 
 def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Optional[BertConfig],
@@ -123,23 +132,25 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **{f"loss/{k}": v for k, v in parts.items()}}
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
+  state_sharding, teacher_sharding = train_shardings(config, mesh, student_cfg, teacher_cfg, tx)
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
-  return jax.jit(step, in_shardings=(replicated, replicated, batch_sharding),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(step, in_shardings=(state_sharding, teacher_sharding or replicated,
+                                     NamedSharding(mesh, sharding.BATCH)),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
-def make_predict(mesh: Mesh, cfg: BertConfig):
-  """Jitted logits for evaluation: params replicated, batch sharded."""
+def make_predict(mesh: Mesh, cfg: BertConfig, rules=(), role: str = "student"):
+  """Jitted logits for evaluation: params placed by the rules, batch sharded, the logits
+  replicated (every process gets all of them, so metrics agree everywhere)."""
   graph = graphdef_of(cfg)
 
   def predict(params, batch):
     out = nnx.merge(graph, params)(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     return out.logits
 
-  replicated = NamedSharding(mesh, P())
-  return jax.jit(predict, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
-                 out_shardings=replicated)
+  params = sharding.param_shardings(mesh, abstract_params(cfg), rules, role=role)
+  return jax.jit(predict, in_shardings=(params, NamedSharding(mesh, sharding.BATCH)),
+                 out_shardings=NamedSharding(mesh, P()))
 
 
 def init_state(config, params: dict, aux: dict, tx) -> TrainState:
