@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from jaxdistill import distributed
-from jaxdistill.models import BertConfig, count_params
+from jaxdistill.models import count_params
 from jaxdistill.report import CompressionReport, compare_latency, format_report, write_report
 from jaxdistill.train import sharding
 from jaxdistill.train.evaluate import evaluate, task_metric
@@ -18,12 +18,11 @@ def _non_embedding_params(params: dict) -> int:
   return count_params({k: v for k, v in params.items() if k != "embeddings"})
 
 
-def compression_report(config, task, mesh, batch_sharding, teacher, student_cfg: BertConfig,
+def compression_report(config, task, mesh, batch_sharding, teacher, s_predict,
                        student_params: dict, student_results: dict, workdir, train_seconds: float):
-  """`teacher.params` and `student_params` are placed as the train step places them."""
-  rules = sharding.rules_of(config)
-  t_predict = make_predict(mesh, teacher.cfg, rules, role="teacher")
-  s_predict = make_predict(mesh, student_cfg, rules)
+  """`teacher.params` and `student_params` are placed as the train step places them;
+  `s_predict` is the run's own jitted student forward (`step.make_predict`)."""
+  t_predict = make_predict(mesh, teacher.cfg, sharding.rules_of(config), role="teacher")
   teacher_results = {split: evaluate(t_predict, teacher.params, task, split, config, batch_sharding)
                      for split in student_results}
   # Latency at one fixed batch shape for both models: [latency_batch, max_length], the batch

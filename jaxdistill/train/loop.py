@@ -221,6 +221,6 @@ def train_and_evaluate(config, workdir) -> dict:
     distributed.sync(f"export {workdir}")  # a next stage on any host reads it
   if teacher is not None and config.report.compression:
     from jaxdistill.train.compression import compression_report
-    summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, student.cfg,
+    summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, predict,
                                            params, results, workdir, summary["train_seconds"])
   return summary
