@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   # The student: how it is built and initialised.
   c.student = ml_collections.ConfigDict(dict(
       source="all-MiniLM-L6-v2",  # HF directory, shipped asset alias, or hub id
+      arch="bert",                # bert | mobilebert | bilstm (jaxdistill/models/registry.py)
       init="pretrained",          # pretrained | layers (copy `layers` of source) | random
       layers=(),                  # 0-based source layers copied when init == "layers"
       # Architecture changes for init == "random" (0 = keep the source's value).
@@ -60,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-5, aux_lr=0.0, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
       b1=0.9, b2=0.999, eps=1e-8, grad_accum=1,
+      # Regexes searched in "student/layers/0/intermediate/kernel"-style paths (aux params:
+      # "aux/<term>/..."): with train_only set, only matching params train; `freeze`
+      # matches are never updated (no optimizer state either).
+      train_only=(), freeze=(),
   ))
   c.train = ml_collections.ConfigDict(dict(
       epochs=3, batch_size=32, eval_batch_size=128, max_steps=0, log_every=20,
@@ -81,6 +86,15 @@ def base_config() -> ml_collections.ConfigDict:
   # coordinator "host:port" with num_processes and process_id (or JAXDISTILL_* env vars).
   c.distributed = ml_collections.ConfigDict(dict(
       initialize="auto", coordinator="", num_processes=0, process_id=-1, timeout_s=300))
+  # Each method module's own section (jaxdistill/methods/<name>.py: CONFIG).
+  from jaxdistill.methods import METHOD_MODULES
+  for module in METHOD_MODULES:
+    c[module.__name__.rsplit(".", 1)[1]] = ml_collections.ConfigDict(dict(module.CONFIG))
+  # Multi-stage methods (jaxdistill/train/stages.py): a tuple of
+  # {"name": str, "run": "train" (default) or a method's stage kind, "set": {dotted key: value}};
+  # each stage runs in <workdir>/<name> (the last in <workdir>) with the config plus its `set`.
+  # A value "@stage:NAME" is that earlier stage's output (a train stage: its export).
+  c.stages = ()
   c.report = ml_collections.ConfigDict(dict(
       compression=True,  # the teacher-vs-student report at the end of a distillation run
       export=True,       # write the final student as a HF checkpoint to <workdir>/export
@@ -164,6 +178,29 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
         node[part] = value
     else:
       node = node[part]
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value, *, where: str = "") -> None:
+  """Sets dotted `key` to a Python value (a stage's `set`), checking the key and the type."""
+  node, parts = config, key.split(".")
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      close = difflib.get_close_matches(key, _all_keys(config), n=3)
+      hint = f"; did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(f"{where + ': ' if where else ''}unknown config key {key!r}{hint}")
+    if i < len(parts) - 1:
+      node = node[part]
+  current = node[parts[-1]]
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if current is not None and not isinstance(current, ml_collections.ConfigDict) and (
+      type(value) is not type(current) and not (isinstance(current, tuple) and isinstance(value, tuple))):
+    raise ConfigError(f"{where + ': ' if where else ''}{key} expects {type(current).__name__}, "
+                      f"got {value!r}")
+  with node.ignore_type():
+    node[parts[-1]] = value
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:

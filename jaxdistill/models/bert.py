@@ -37,13 +37,14 @@ class Collect:
   attention_scores: bool = False  # pre-softmax scores, mask applied, per layer
   attention_probs: bool = False   # post-softmax probabilities (before dropout), per layer
   qkv: bool = False               # per-head queries, keys, values, per layer
+  mlm_logits: bool = False        # the MLM head's [B, S, V] logits (needs cfg.mlm_head)
 
   def __or__(self, other: "Collect") -> "Collect":
     return Collect(*(a or b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
   @classmethod
   def everything(cls) -> "Collect":
-    return cls(True, True, True, True)
+    return cls(True, True, True, True)  # the MLM head is asked for separately
 
 
 @flax.struct.dataclass
@@ -229,6 +230,7 @@ class BertModel(nnx.Module):
                token_type_ids: Optional[Array] = None, *, dropout_key=None,
                collect: Collect = Collect(), with_mlm: bool = False) -> BertOutput:
     """input_ids, attention_mask, token_type_ids: [B, S] ints; attention_mask 1 = real token."""
+    with_mlm = with_mlm or collect.mlm_logits
     if with_mlm and not self.config.mlm_head:  # before any work, not after the encoder ran
       self._mlm_or_error(None)
     if attention_mask is None:

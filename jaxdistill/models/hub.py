@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxdistill.models import hf_convert
+from jaxdistill.models import hf_convert, registry
 from jaxdistill.models.bert import BertModel, _init
 from jaxdistill.models.config import BertConfig
 
@@ -117,6 +117,10 @@ def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = N
   """
   model_dir = resolve_model_dir(source)
   hf_cfg = read_hf_config(model_dir)
+  if registry.arch_of_checkpoint(hf_cfg) != "bert":  # a MobileBERT or BiLSTM student
+    head = dict(num_labels=num_labels, problem_type=problem_type, label_names=tuple(label_names))
+    return registry.get(registry.arch_of_checkpoint(hf_cfg)).load(
+        model_dir, hf_cfg, seed=seed, head=head, **overrides)
   old_cfg = BertConfig.from_hf_dict(hf_cfg)  # a non-BERT config fails here, before the weights load
   weights = read_hf_weights(model_dir)
   head = {}
@@ -173,17 +177,25 @@ def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *
   from safetensors.numpy import save_file
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
+  if registry.arch_name(cfg) != "bert":  # our own format, read back by load_pretrained
+    registry.get(registry.arch_name(cfg)).save(cfg, jax.device_get(params), out)
+    _copy_tokenizer(tokenizer_dir, out)
+    return out
   state = hf_convert.to_hf_state(cfg, jax.device_get(params))
   tmp = out / "model.safetensors.tmp"
   save_file(state, str(tmp), metadata={"format": "pt"})
   os.replace(tmp, out / "model.safetensors")  # never leave a half-written weights file
   (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2))
+  _copy_tokenizer(tokenizer_dir, out)
+  return out
+
+
+def _copy_tokenizer(tokenizer_dir, out: Path) -> None:
   if tokenizer_dir is not None:
     for name in TOKENIZER_FILES:
       src = Path(tokenizer_dir) / name
       if src.is_file():
         shutil.copyfile(src, out / name)
-  return out
 
 
 def load_tokenizer(source: str | os.PathLike):

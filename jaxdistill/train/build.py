@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 import jax
 from flax import nnx
 
-from jaxdistill.models import BertConfig, BertModel
+from jaxdistill.models import BertConfig, BertModel, registry
 from jaxdistill.models.hub import load_pretrained, params_of
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ def build_student(config, task, teacher_source: Optional[str]) -> Built:
     raise ValueError("student.source is empty and there is no teacher to copy; set "
                      "--config.student.source to a checkpoint directory or 'all-MiniLM-L6-v2'")
   numerics = dict(dtype=config.train.dtype)
+  if s.arch != "bert":  # MobileBERT, BiLSTM: jaxdistill/models/registry.py
+    cfg, params, fresh = registry.get(s.arch).build_student(config, task, source, head_overrides(task))
+    return Built(cfg, params, fresh)
   if s.init == "random":
     model, _ = load_pretrained(source, seed=config.seed, **head_overrides(task), **numerics)
     arch = {k: s[k] for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size") if s[k]}

@@ -86,6 +86,9 @@ def enable_compilation_cache() -> None:
 
 def train_and_evaluate(config, workdir) -> dict:
   enable_compilation_cache()
+  if config.stages:  # a multi-stage method: each stage is a run like this one
+    from jaxdistill.train.stages import run_stages
+    return run_stages(config, workdir, train_and_evaluate)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   main = distributed.is_main()

@@ -72,6 +72,11 @@ def _keys(path) -> tuple[str, ...]:
   return tuple(_key_name(k) for k in path)
 
 
+def path_name(path) -> str:
+  """A tree path as "student/layers/0/intermediate/kernel"."""
+  return "/".join(_keys(path))
+
+
 def param_spec(path: str, shape: tuple[int, ...], axis_sizes: dict, rules=()) -> P:
   """The PartitionSpec of the parameter at `path` ("student/embeddings/word/embedding") on a
   mesh with `axis_sizes` ({"data": 4, "fsdp": 2})."""

@@ -11,6 +11,7 @@ under stop_gradient.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Optional
 
 import jax
@@ -20,7 +21,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdistill.methods import theseus
-from jaxdistill.models import BertConfig, BertModel, BertOutput
+from jaxdistill.models import BertConfig, BertOutput, registry
 from jaxdistill.train import sharding, terms
 from jaxdistill.train.sharding import make_mesh  # noqa: F401  (re-exported)
 
@@ -33,12 +34,12 @@ class TrainState(NamedTuple):
 
 def graphdef_of(cfg: BertConfig):
   """The model's static structure, without initialising any weights."""
-  return nnx.graphdef(nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0))))
+  return nnx.graphdef(nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0))))
 
 
 def abstract_params(cfg: BertConfig) -> dict:
   """The model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
-  model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0)))
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
@@ -84,6 +85,17 @@ def _labels(config, tree: dict) -> dict:
   labels = {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()}
   if theseus.enabled(config):  # module replacing trains the successor layers alone
     labels["student"] = theseus.student_labels(tree["student"])
+  only = [re.compile(p) for p in config.optim.train_only]
+  frozen = [re.compile(p) for p in config.optim.freeze]
+  if only or frozen:  # e.g. MobileBERT's layer-wise stages, an MLM head fitted alone
+
+    def label(path, current):
+      name = sharding.path_name(path)
+      if (only and not any(p.search(name) for p in only)) or any(p.search(name) for p in frozen):
+        return "frozen"
+      return current
+
+    labels = jax.tree_util.tree_map_with_path(label, labels)
   return labels
 
 
@@ -115,6 +127,7 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
     return s_out, t_out
 
   def loss_fn(trainable, teacher_params, batch, key, step):
+    batch = terms.prepare_batch(batch, key, config, student_cfg)  # e.g. MLM masking
     s_out, t_out = forward_pair(trainable, teacher_params, batch, key, step)
 
     def inputs(name):

@@ -10,34 +10,15 @@ Adding a method means adding terms here, not writing a new trainer.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxdistill import losses
-from jaxdistill.methods import lad, theseus
-from jaxdistill.models import BertConfig, BertOutput, Collect
-
-
-class Inputs(NamedTuple):
-  student: BertOutput
-  teacher: Optional[BertOutput]
-  batch: dict          # input_ids, attention_mask, token_type_ids, labels, example_weight
-  aux: dict            # this term's own parameters ({} if none)
-  config: Any          # the run's ConfigDict (static)
-  student_cfg: BertConfig
-  teacher_cfg: Optional[BertConfig]
-
-
-@dataclasses.dataclass(frozen=True)
-class Term:
-  fn: Callable[[Inputs], jax.Array]
-  student: Collect = Collect()
-  teacher: Optional[Collect] = None        # None: the term needs no teacher
-  init_aux: Optional[Callable] = None      # (key, config, student_cfg, teacher_cfg) -> params
-  doc: str = ""
+from jaxdistill.methods import METHOD_MODULES, lad, theseus
+from jaxdistill.models import BertConfig, Collect
+from jaxdistill.train.term_types import Inputs, Term  # noqa: F401  (re-exported)
 
 
 def _weights(x: Inputs):
@@ -112,6 +93,12 @@ TERMS: dict[str, Term] = {
     "lad": Term(lad.lad_loss, student=Collect(hidden_states=True), teacher=Collect(hidden_states=True),
                 init_aux=lad.init_gates, doc="LAD: MSE to gated aggregates of the teacher's layers"),
 }
+# Each method module's own terms (jaxdistill/methods/*.py: TERMS).
+for _module in METHOD_MODULES:
+  for _name, _term in getattr(_module, "TERMS", {}).items():
+    if _name in TERMS:
+      raise ValueError(f"loss term {_name!r} of {_module.__name__} is already registered")
+    TERMS[_name] = _term
 
 
 def active_terms(config) -> dict[str, tuple[float, Term]]:
@@ -153,6 +140,17 @@ def init_aux(key, config, student_cfg, teacher_cfg) -> dict:
     if term.init_aux is not None:
       aux[name] = term.init_aux(jax.random.fold_in(key, i), config, student_cfg, teacher_cfg)
   return aux
+
+
+def prepare_batch(batch: dict, key, config, student_cfg) -> dict:
+  """Applies the active terms' `prepare` hooks (e.g. MLM masking) in name order."""
+  for i, (name, (_, term)) in enumerate(sorted(active_terms(config).items())):
+    if term.prepare is not None:
+      batch = term.prepare(batch, jax.random.fold_in(key, PREPARE_STREAM + i), config, student_cfg)
+  return batch
+
+
+PREPARE_STREAM = 30_000  # fold_in tags of the prepare hooks' keys (dropout uses 0..L, 10_000)
 
 
 def total_loss(inputs_by_term: Callable[[str], Inputs], config) -> tuple[jax.Array, dict]:

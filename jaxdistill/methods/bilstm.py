@@ -1,0 +1,4 @@
+"""bilstm: placeholder, being written (issue #6)."""
+
+TERMS = {}    # loss term name -> jaxdistill.train.term_types.Term
+CONFIG = {}   # defaults of the config.bilstm section

@@ -1,0 +1,37 @@
+"""The types a loss term is made of, kept apart from the registry (train/terms.py) so that
+method modules (jaxdistill/methods/*.py) can define terms without importing the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+
+from jaxdistill.models import BertConfig, BertOutput, Collect
+
+
+class Inputs(NamedTuple):
+  student: BertOutput
+  teacher: Optional[BertOutput]
+  batch: dict          # input_ids, attention_mask, token_type_ids, labels, example_weight, ...
+  aux: dict            # this term's own parameters ({} if none)
+  config: Any          # the run's ConfigDict (static)
+  student_cfg: BertConfig
+  teacher_cfg: Optional[BertConfig]
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One loss term: `fn(inputs) -> scalar`, and what it needs from the step.
+
+  prepare: (batch, key, config, student_cfg) -> batch, run inside the jitted step before both
+  forward passes (e.g. MLM masking: student and teacher then read the same masked ids). The
+  key is the step's own stream for this term, a function of (seed, step).
+  """
+  fn: Callable[[Inputs], jax.Array]
+  student: Collect = Collect()
+  teacher: Optional[Collect] = None        # None: the term needs no teacher
+  init_aux: Optional[Callable] = None      # (key, config, student_cfg, teacher_cfg) -> params
+  prepare: Optional[Callable] = None
+  doc: str = ""
