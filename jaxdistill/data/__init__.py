@@ -30,6 +30,7 @@ from jaxdistill.data.config import DataSpec, default_data_config, parse_data_con
 from jaxdistill.data.errors import DataError
 from jaxdistill.data.files import files_source
 from jaxdistill.data.glue import GLUE_TASKS, glue_source
+from jaxdistill.data.override import with_train_override
 from jaxdistill.data.rotten_tomatoes import rotten_tomatoes_source
 from jaxdistill.data.task_data import (RawSplit, RawTask, Source, Split, SplitNotFound, Splits, TaskData,
                                        resolve_split_name)
@@ -43,6 +44,10 @@ TASK_NAMES = ("rotten_tomatoes", "files") + tuple(f"glue/{name}" for name in GLU
 def make_source(cfg) -> Source:
   """Resolve a data config to a Source (checks paths now, reads files later)."""
   spec = cfg if isinstance(cfg, DataSpec) else parse_data_config(cfg)
+  return with_train_override(spec, _task_source(spec))
+
+
+def _task_source(spec: DataSpec) -> Source:
   if spec.task != "files" and (spec.label_names or spec.is_regression):
     # Built-in tasks have fixed label tables; silently ignoring a user's order would be worse.
     raise DataError(f"config.data.label_names / is_regression only apply to task='files'; "

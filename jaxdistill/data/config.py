@@ -37,6 +37,10 @@ def default_data_config() -> ml_collections.ConfigDict:
           is_regression=False,  # task="files": float labels, no label names
           max_length=64,  # tokens incl. special tokens; longer inputs are truncated
           max_examples=0,  # 0 = all; else keep the first N rows of every split
+          # A file (csv/tsv/json/jsonl/parquet) replacing the train split of any task, e.g.
+          # augmented data: the task's text column(s) and, optionally, its label column;
+          # rows without a label are unlabelled (label -1: no hard loss, distillation only).
+          train_override="",
       )
   )
 
@@ -55,6 +59,7 @@ class DataSpec:
   is_regression: bool = False
   max_length: int = 64
   max_examples: int = 0
+  train_override: str = ""
 
   def files_by_split(self) -> dict[str, str]:
     pairs = (("train", self.train_file), ("dev", self.dev_file), ("test", self.test_file))
@@ -93,7 +98,7 @@ def parse_data_config(cfg) -> DataSpec:
     raise DataError("config.data.task is missing; set it to 'rotten_tomatoes', 'files' or 'glue/<name>'")
 
   for key in ("task", "path", "train_file", "dev_file", "test_file",
-              "text_column", "text_pair_column", "label_column"):
+              "text_column", "text_pair_column", "label_column", "train_override"):
     if key in values:
       values[key] = _check_type(key, values[key] if values[key] is not None else "", str, "a string").strip()
   for key in ("max_length", "max_examples"):

@@ -26,10 +26,15 @@ def _weights(x: Inputs):
 
 
 def _hard(x: Inputs):
-  logits = x.student.logits
+  # Unlabelled rows (label -1 / NaN, e.g. augmented data) carry no hard loss.
+  logits, labels = x.student.logits, x.batch["labels"]
   if x.student_cfg.problem_type == "regression":
-    return losses.regression_mse_loss(logits[:, 0], x.batch["labels"], example_weight=_weights(x))
-  return losses.cross_entropy_loss(logits, x.batch["labels"], example_weight=_weights(x))
+    known = jnp.isfinite(labels)
+    return losses.regression_mse_loss(logits[:, 0], jnp.where(known, labels, 0.0),
+                                      example_weight=_weights(x) * known)
+  known = labels >= 0
+  return losses.cross_entropy_loss(logits, jnp.maximum(labels, 0),
+                                   example_weight=_weights(x) * known)
 
 
 def _classification_only(name: str, x: Inputs):
