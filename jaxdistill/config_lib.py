@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
       arch="bert",                # bert | mobilebert | bilstm (jaxdistill/models/registry.py)
       init="pretrained",          # pretrained | layers (copy `layers` of source) | random
       layers=(),                  # 0-based source layers copied when init == "layers"
+      # A masked-LM head (decoder tied to the word embeddings), loaded from the source or,
+      # when it has none, freshly initialised; also switched on when a loss reads MLM logits.
+      mlm_head=False,
       # Architecture changes for init == "random" (0 = keep the source's value).
       hidden_size=0, num_layers=0, num_heads=0, intermediate_size=0,
   ))
@@ -75,6 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
       # When the losses read only the teacher's logits, compute them once over the train split
       # (the teacher is deterministic) instead of running the teacher every step.
       cache_teacher_logits=True,
+      # A step whose loss or gradients are NaN/Inf never updates params or optimizer state;
+      # "skip" logs it and goes on, "stop" ends the run at the next log point or checkpoint
+      # (before saving anything after that step) with an error (train/preempt.py).
+      nonfinite="skip",
   ))
   # The device mesh (jaxdistill/train/sharding.py): data x fsdp devices, the batch split over
   # both. data=-1: every device not on fsdp. fsdp > 1 also shards parameters and optimizer
@@ -133,6 +140,13 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   return keys
 
 
+def _literal_or_text(text: str):
+  try:
+    return ast.literal_eval(text.strip())
+  except (ValueError, SyntaxError):  # a bare word: the string itself
+    return text.strip()
+
+
 def _parse_value(text: str, current):
   if isinstance(current, bool):
     if text.lower() in ("true", "1", "yes"):
@@ -145,8 +159,8 @@ def _parse_value(text: str, current):
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
-    if isinstance(current, tuple):  # `--config.student.layers=0,2,4`
-      return tuple(ast.literal_eval(x) for x in text.split(",") if x)
+    if isinstance(current, tuple):  # `--config.student.layers=0,2,4`, `...label_names=neg,pos`
+      return tuple(_literal_or_text(x) for x in text.split(",") if x.strip())
     raise ConfigError(f"cannot read {text!r} as {type(current).__name__}") from None
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)

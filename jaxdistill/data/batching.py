@@ -46,7 +46,7 @@ def num_batches(split: Split, batch_size: int, *, train: bool, drop_remainder: b
     if n < batch_size:
       raise DataError(
           f"split {split.name!r} has {n} examples, fewer than batch_size={batch_size} with drop_remainder=True "
-          "(an epoch would be empty); lower batch_size or set drop_remainder=False"
+          "(an epoch would be empty); add examples or lower the batch size (--config.train.batch_size)"
       )
     return n // batch_size
   return -(-n // batch_size)

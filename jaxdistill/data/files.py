@@ -76,6 +76,9 @@ def read_table(path: str, what: str = "data file") -> tuple[dict[str, list], dat
       columns = ds[:] if len(ds) else {name: [] for name in ds.column_names}
       return dict(columns), ds.features
   except Exception as exc:  # noqa: BLE001 - any parser failure becomes one actionable line
+    if "corresponds to no data" in _error_line(exc):  # datasets' words for a file without rows
+      raise DataError(f"{what} {path!r} has no data rows; add data rows or drop this split from "
+                      "the config") from exc
     raise DataError(
         f"could not parse {what} {path!r} as {ext[1:]}: {_error_line(exc)}; check the format "
         "(.csv comma-separated with quotes, .tsv tab-separated, .jsonl one object per line)"
@@ -115,10 +118,11 @@ def build_split(
     raise DataError(f"{where} has no rows; add data rows or drop this split from the config")
   texts = [labels_lib.to_text(v) for v in columns[text_columns[0]]]
   pairs = [labels_lib.to_text(v) for v in columns[text_columns[1]]] if len(text_columns) > 1 else None
-  values = columns.get(label_column)
+  values = columns.get(label_column) if label_column else None
   if values is None:
     if not unlabelled_ok:
-      raise DataError(f"{where} has no label column {label_column!r}; available columns: {list(columns)}")
+      raise DataError(f"{where} has no label column {label_column!r}; available columns: "
+                      f"{list(columns)}; set config.data.label_column ('' for text without labels)")
     return RawSplit(split, texts, pairs, _unlabelled(n, is_regression), has_labels=False)
   if is_regression:
     labels = labels_lib.parse_regression(values, where=where)
@@ -138,8 +142,11 @@ def files_source(spec: DataSpec) -> Source:
     raise DataError("task='files' needs at least one of config.data.train_file / dev_file / test_file")
   if not spec.text_column:
     raise DataError("task='files' needs config.data.text_column (the column holding the input text)")
-  if not spec.label_column:
-    raise DataError("task='files' needs config.data.label_column (the column holding the label)")
+  # label_column="" reads text without labels (e.g. DistilBERT's MLM stages): every row of
+  # every split is unlabelled (label -1, NaN for regression), and no split is evaluated. A
+  # named label column that a train/dev file lacks stays an error, so a typo cannot
+  # silently drop the labels.
+  unlabelled = not spec.label_column
   for split, path in files.items():
     check_file(path, f"config.data.{split}_file")
   text_columns = (spec.text_column,) + ((spec.text_pair_column,) if spec.text_pair_column else ())
@@ -152,13 +159,18 @@ def files_source(spec: DataSpec) -> Source:
       require_columns(columns, text_columns[:1], where=where, config_key="text_column")
       require_columns(columns, text_columns[1:], where=where, config_key="text_pair_column")
       tables[split] = (path, columns, features)
-    label_names = None if spec.is_regression else _resolve_label_names(spec, tables)
+    if spec.is_regression:
+      label_names = None
+    elif unlabelled:  # explicit names keep a head of that size (e.g. distilling on raw text)
+      label_names = list(spec.label_names) or None
+    else:
+      label_names = _resolve_label_names(spec, tables)
     splits = {}
     for split, (path, columns, _) in tables.items():
       splits[split] = build_split(
           split, columns, text_columns, spec.label_column,
           label_names=label_names, is_regression=spec.is_regression,
-          where=f"{split} file {path!r}", unlabelled_ok=(split == "test"),
+          where=f"{split} file {path!r}", unlabelled_ok=(split == "test" or unlabelled),
       ).head(spec.max_examples)
     return RawTask("files", label_names, spec.is_regression, splits, text_columns)
 
@@ -188,5 +200,5 @@ def _resolve_label_names(spec: DataSpec, tables) -> list[str]:
       return labels_lib.infer_label_names(columns[spec.label_column], where=f"{split} file {path!r}")
   raise DataError(
       f"no split has a label column {spec.label_column!r} to infer label names from; "
-      "set config.data.label_names or config.data.label_column"
+      "set config.data.label_names or config.data.label_column ('' for text without labels)"
   )

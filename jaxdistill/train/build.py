@@ -12,8 +12,10 @@ from typing import NamedTuple, Optional
 import jax
 from flax import nnx
 
+from jaxdistill.methods import theseus
 from jaxdistill.models import BertConfig, BertModel, registry
 from jaxdistill.models.hub import load_pretrained, params_of
+from jaxdistill.train import terms
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class Built(NamedTuple):
 def head_overrides(task) -> dict:
   if task.is_regression:
     return dict(problem_type="regression")
+  if not task.label_names:  # text without labels (an MLM stage): keep the source's head
+    return {}
   return dict(num_labels=task.num_labels, label_names=tuple(task.label_names or ()))
 
 
@@ -48,6 +52,8 @@ def build_student(config, task, teacher_source: Optional[str]) -> Built:
     raise ValueError("student.source is empty and there is no teacher to copy; set "
                      "--config.student.source to a checkpoint directory or 'all-MiniLM-L6-v2'")
   numerics = dict(dtype=config.train.dtype)
+  if s.mlm_head or terms.collect_for(config)[0].mlm_logits:  # e.g. DistilBERT's MLM loss
+    numerics["mlm_head"] = True
   if s.arch != "bert":  # MobileBERT, BiLSTM: jaxdistill/models/registry.py
     cfg, params, fresh = registry.get(s.arch).build_student(config, task, source, head_overrides(task))
     return Built(cfg, params, fresh)
@@ -66,9 +72,26 @@ def build_student(config, task, teacher_source: Optional[str]) -> Built:
   return Built(cfg, params, fresh)
 
 
+def teacher_head_used(config, task) -> bool:
+  """Whether the run reads the teacher's task head: a loss on its logits, Theseus (the
+  predecessor's classifier is the model's) or the compression report on a labelled task (its
+  accuracy). Terms on its encoder or MLM head alone (DistilBERT's general distillation) do
+  not, so a checkpoint whose classifier never trained (an MLM-head-only stage's export) may
+  teach them."""
+  labelled = task.is_regression or bool(task.label_names)
+  return theseus.enabled(config) or (bool(config.report.compression) and labelled) or any(
+      t.teacher is not None and t.reads_teacher_logits for _, t in terms.active_terms(config).values())
+
+
 def build_teacher(source: str, config, task) -> Built:
-  model, fresh = load_pretrained(source, seed=config.seed, dtype=config.train.dtype)
+  extra = {"mlm_head": True} if terms.collect_for(config)[1].mlm_logits else {}
+  model, fresh = load_pretrained(source, seed=config.seed, dtype=config.train.dtype, **extra)
   cfg = model.config
+  if extra and any(f.startswith("mlm_") for f in fresh):  # a random MLM head teaches noise
+    raise ValueError(f"teacher {source} has no MLM head but a loss reads its MLM logits; fit one "
+                     "first (the teacher_mlm stage of configs/distilbert.py)")
+  if not teacher_head_used(config, task):
+    return Built(cfg, params_of(model), fresh)
   if task.is_regression != (cfg.problem_type == "regression") or (
       not task.is_regression and cfg.num_labels != task.num_labels):
     raise ValueError(f"teacher {source} has a {cfg.problem_type} head with {cfg.num_labels} "
@@ -89,6 +112,44 @@ def check_pair(student: BertConfig, teacher: BertConfig) -> None:
   if student.vocab_size != teacher.vocab_size:
     raise ValueError(f"student vocab {student.vocab_size} != teacher vocab {teacher.vocab_size}: "
                      "they must share one tokenizer; initialise the student from the teacher's family")
+
+
+def check_max_length(max_length: int, cfg, role: str, source: str) -> None:
+  """Positions past the embedding table must never be read (a gather out of range does not fail)."""
+  limit = getattr(cfg, "max_position_embeddings", None)  # a BiLSTM has no positions
+  if limit is not None and max_length > limit:
+    raise ValueError(f"data.max_length={max_length} exceeds the {role}'s max_position_embeddings="
+                     f"{limit} ({source}); set --config.data.max_length to at most {limit}")
+
+
+# Text whose ids reveal a different normaliser (case, accents, unicode) or word-piece split.
+TOKENIZER_PROBE = ("Hello, WORLD! Naïve café façade — ÜBER straße 1234.5", "🎬 東京 e-mail@x.org")
+
+
+def check_tokenizers(student_source: str, teacher_source: str, student_tok=None) -> None:
+  """The teacher must read the ids the student's tokenizer wrote. Equal vocab sizes are not
+  enough (a cased and an uncased vocab can be the same size), so the token -> id maps and the
+  ids of probe texts must be identical."""
+  from jaxdistill.models.hub import load_tokenizer, resolve_model_dir
+  if resolve_model_dir(student_source).resolve() == resolve_model_dir(teacher_source).resolve():
+    return
+  try:
+    s_tok = student_tok or load_tokenizer(student_source)
+    t_tok = load_tokenizer(teacher_source)
+  except (OSError, ValueError) as e:  # a checkpoint without tokenizer files: nothing to compare
+    log.warning("could not compare the student's and teacher's tokenizers (%s)", str(e).splitlines()[0])
+    return
+  s_vocab, t_vocab = s_tok.get_vocab(), t_tok.get_vocab()
+  diff = sorted(t for t in s_vocab.keys() | t_vocab.keys() if s_vocab.get(t) != t_vocab.get(t))
+  what = f"{len(diff)} tokens have other ids or are missing (e.g. {diff[0]!r})" if diff else ""
+  for text in () if diff else TOKENIZER_PROBE:
+    if s_tok(text)["input_ids"] != t_tok(text)["input_ids"]:
+      what = f"they split {text!r} differently (casing or normalisation)"
+      break
+  if what:
+    raise ValueError(f"the student's tokenizer ({student_source}) and the teacher's ({teacher_source}) "
+                     f"differ: {what}; the teacher would read wrong ids, so give the student the "
+                     "teacher's tokenizer (initialise it from the teacher's family)")
 
 
 def as_dtype(params: dict, dtype) -> dict:

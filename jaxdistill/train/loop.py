@@ -27,7 +27,7 @@ from jaxdistill import distributed
 from jaxdistill.methods import theseus
 from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
-from jaxdistill.train import build, sharding, terms
+from jaxdistill.train import build, preempt, sharding, terms
 from jaxdistill.train.checkpoint import Checkpoints
 from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
 from jaxdistill.train.logs import MetricWriter, ProgressBar
@@ -50,6 +50,11 @@ def finetune_config(config):
       c.losses[k] = 0.0
     c.losses.hard_ce = 1.0
     c.train.epochs, c.optim.lr = config.teacher.epochs, config.teacher.lr
+    # A multi-stage method's first train stage fine-tunes the teacher with its own config:
+    # none of that stage's restrictions (frozen params, a step cap, augmented data, an MLM
+    # head, a non-BERT student) may leak into the teacher.
+    c.optim.train_only, c.optim.freeze, c.train.max_steps = (), (), 0
+    c.data.train_override, c.student.mlm_head, c.student.arch = "", False, "bert"
   return c
 
 
@@ -70,6 +75,13 @@ def eval_splits(task) -> list[str]:
   """Every labelled split but train (MNLI: dev_matched and dev_mismatched); unlabelled test
   sets (GLUE's) are never scored."""
   return [name for name, split in task.splits.items() if name != "train" and split.has_labels]
+
+
+def has_labelled_dev(task) -> bool:
+  try:
+    return task.splits["dev"].has_labels  # "dev" also finds MNLI's dev_matched
+  except data_lib.SplitNotFound:
+    return False
 
 
 def cache_root() -> str:
@@ -119,6 +131,9 @@ def train_and_evaluate(config, workdir) -> dict:
   cache_dir = config.cache_dir or os.path.join(cache_root(), "data")
   task = data_lib.load_task(config.data, tokenizer, cache_dir=cache_dir)
   metric = task_metric(task)
+  # Text without labels (e.g. DistilBERT's MLM stages): no dev split to evaluate or to pick
+  # the best checkpoint by; the run trains, exports its last params and reports nothing.
+  has_dev = has_labelled_dev(task)
   bs = config.train.batch_size
   steps_per_epoch = data_lib.num_batches(task.splits["train"], bs, train=True, drop_remainder=True)
   total_steps = steps_per_epoch * config.train.epochs
@@ -128,8 +143,11 @@ def train_and_evaluate(config, workdir) -> dict:
   # ---- Models ----
   teacher = build.build_teacher(teacher_source, config, task) if teacher_source else None
   student = build.build_student(config, task, teacher_source)
+  build.check_max_length(config.data.max_length, student.cfg, "student", tok_source)
   if teacher is not None:
     build.check_pair(student.cfg, teacher.cfg)
+    build.check_max_length(config.data.max_length, teacher.cfg, "teacher", teacher_source)
+    build.check_tokenizers(tok_source, teacher_source, tokenizer)
     if tokenizer.vocab_size > student.cfg.vocab_size:
       raise ValueError("the tokenizer has more ids than the model's vocabulary; use the model's tokenizer")
   aux = terms.init_aux(jax.random.key(config.seed + 1), config, student.cfg,
@@ -153,8 +171,9 @@ def train_and_evaluate(config, workdir) -> dict:
 
   # ---- Checkpoints: resume if this workdir has one ----
   ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)  # into the template's shardings
+  restored = ckpt.restore_latest(state)  # the newest verified one, into the template's shardings
+  if restored is not None:
+    state = restored
     log.info("resumed from step %d in %s", int(state.step), workdir)
   start = int(state.step)
 
@@ -164,6 +183,10 @@ def train_and_evaluate(config, workdir) -> dict:
   bar = ProgressBar(config.name, total_steps, start, active=main)
   layout = sharding.BatchLayout(batch_sharding, bs)  # this process's rows of each batch
   step, pending, t_last, n_last = start, [], time.time(), start
+  # NaN/Inf steps are skipped in the step; their flags are read only at log and save points,
+  # and with train.nonfinite=stop nothing after a bad step is saved (train/preempt.py).
+  nonfinite = preempt.NonFiniteMonitor(config.train.nonfinite, workdir / "ckpt")
+  guard = preempt.PreemptionGuard().__enter__()  # SIGTERM: checkpoint, then exit 143
   try:
     for epoch in range(start // steps_per_epoch, config.train.epochs):
       first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
@@ -177,25 +200,42 @@ def train_and_evaluate(config, workdir) -> dict:
         state, metrics = train_step(state, teacher_params, layout.put(batch))
         step += 1
         pending.append(metrics)
+        nonfinite.add(step, metrics["nonfinite"])
         if step % config.train.log_every == 0 or step == total_steps:
           logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+          logged["nonfinite"] *= len(pending)  # a count of skipped steps, not a mean
           now = time.time()
           logged["examples_per_s"] = (step - n_last) * bs / max(now - t_last, 1e-9)
           t_last, n_last, pending = now, step, []
           writer.write(step, {f"train/{k}": v for k, v in logged.items()})
           bar.update(step, f"loss {logged['loss']:.4f}  {logged['examples_per_s']:.1f} ex/s")
+          nonfinite.check(ckpt.latest_step())
         else:
           bar.update(step, bar.progress.tasks[0].fields["info"])
         if step % config.train.checkpoint_every == 0:
+          nonfinite.check(ckpt.latest_step())
           ckpt.save(state)
-        if step % eval_every == 0 or step == total_steps:
+        if has_dev and (step % eval_every == 0 or step == total_steps):
+          nonfinite.check(ckpt.latest_step())
           dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
           writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
           ckpt.save_best(step, state.trainable["student"], dev)
           ckpt.save(state, force=True)
+        if guard.should_stop(step):
+          nonfinite.check(ckpt.latest_step())
+          ckpt.save(state, force=True)
+          raise preempt.preempted(step, workdir)
+    nonfinite.check(ckpt.latest_step())
+    ckpt.save(state, force=True)
+    if guard.received and step == total_steps:  # SIGTERM after the last step's check
+      raise preempt.preempted(step, workdir)
+  except (preempt.Preempted, preempt.NonFiniteError):
+    ckpt.close()  # waits until the last checkpoint is on disk
+    writer.close()
+    raise
   finally:
+    guard.__exit__(None, None, None)
     bar.close()
-  ckpt.save(state, force=True)
   if step < total_steps:  # stopped early (train.stop_after): resumable, nothing final yet
     ckpt.close()
     writer.close()
@@ -211,7 +251,8 @@ def train_and_evaluate(config, workdir) -> dict:
   writer.write(total_steps, {f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
   writer.close()
   if main:
-    print(f"{config.name}: " + "  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items()))
+    print(f"{config.name}: " + ("  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items())
+                                 or "no labelled split to evaluate"))
   summary = {"name": config.name, "method": config.method, "task": task.name, "metric": metric,
              "student": results, "student_params": count_params(params),
              "train_seconds": time.time() - t_start, "state": state}
@@ -222,7 +263,7 @@ def train_and_evaluate(config, workdir) -> dict:
                             tokenizer_dir=resolve_model_dir(tok_source))
       (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
     distributed.sync(f"export {workdir}")  # a next stage on any host reads it
-  if teacher is not None and config.report.compression:
+  if teacher is not None and config.report.compression and results:
     from jaxdistill.train.compression import compression_report
     summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, predict,
                                            params, results, workdir, summary["train_seconds"])

@@ -132,7 +132,7 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
 
     def inputs(name):
       return terms.Inputs(s_out, t_out, batch, trainable["aux"].get(name, {}), config,
-                          student_cfg, teacher_cfg)
+                          student_cfg, teacher_cfg, trainable["student"], teacher_params)
 
     return terms.total_loss(inputs, config)
 
@@ -142,7 +142,15 @@ def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Op
         state.trainable, teacher_params, batch, key, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **{f"loss/{k}": v for k, v in parts.items()}}
+    grad_norm = optax.tree.norm(grads)
+    # A NaN/Inf loss or gradient skips the update: params and optimizer state stay as they
+    # were (the step counter still advances past the batch). The flag goes out with the
+    # metrics, which the host reads only when it logs or checkpoints (train/preempt.py).
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                        (trainable, opt_state), (state.trainable, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32),
+               **{f"loss/{k}": v for k, v in parts.items()}}
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
   state_sharding, teacher_sharding = train_shardings(config, mesh, student_cfg, teacher_cfg, tx)

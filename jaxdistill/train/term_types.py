@@ -19,6 +19,10 @@ class Inputs(NamedTuple):
   config: Any          # the run's ConfigDict (static)
   student_cfg: BertConfig
   teacher_cfg: Optional[BertConfig]
+  # The models' params (pure dicts), for a term that runs part of a model itself, e.g.
+  # DistilBERT's MLM head at the masked positions only instead of all [B, S, V] logits.
+  student_params: Optional[dict] = None
+  teacher_params: Optional[dict] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,4 +38,7 @@ class Term:
   teacher: Optional[Collect] = None        # None: the term needs no teacher
   init_aux: Optional[Callable] = None      # (key, config, student_cfg, teacher_cfg) -> params
   prepare: Optional[Callable] = None
+  # Whether fn reads the teacher's task logits, so the teacher needs a trained classifier
+  # (build.build_teacher checks it). False for terms on its encoder or MLM head alone.
+  reads_teacher_logits: bool = True
   doc: str = ""
