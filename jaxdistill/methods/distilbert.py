@@ -1,4 +1,270 @@
-"""distilbert: placeholder, being written (issue #6)."""
+"""DistilBERT's task-agnostic distillation (Sanh et al. 2019) as loss terms and a text stage.
 
-TERMS = {}    # loss term name -> jaxdistill.train.term_types.Term
-CONFIG = {}   # defaults of the config.distilbert section
+Terms (`config.losses.<name>`; the paper's weights are distil_soft_ce 5, mlm 2, cosine 1):
+- `mlm`: BERT's dynamic masking, done inside the jitted step by a `prepare` hook (so every
+  step draws new masks from (seed, step) and the student and the teacher read the same
+  masked ids), and the student's masked-LM cross-entropy at the selected positions.
+- `distil_soft_ce`: the soft-target loss between the teacher's and the student's MLM
+  distributions over the vocabulary at temperature T, at the selected positions only (the
+  authors' code restricts it to the MLM mask): T^2 * KL(p_t || p_s), their KLDivLoss, which
+  has the gradients of the paper's cross-entropy form.
+- `cosine`: 1 - cos between the last hidden states of student and teacher at real tokens.
+
+Masking follows BERT (Devlin et al. 2019): of each row's real, non-special tokens,
+max(1, round(mask_prob * n)) are selected (never [CLS], [SEP], [PAD], [UNK] or [MASK]); a
+selected token becomes [MASK] with probability 0.8, a uniformly random id with 0.1, and
+stays itself with 0.1. `batch["mlm_labels"]` holds the original id there and -1 elsewhere.
+The MLM heads run at those positions only (`head_logits`), never on all [B, S, V] logits.
+
+Stage kind `distilbert_text` (STAGE_RUNNERS) writes the unlabelled corpus the MLM stages
+read: `distilbert.text_file` (a .txt file, one text per line, or a csv/tsv/json/jsonl/parquet
+file with the column `distilbert.text_column`) or, when empty, the task's train texts
+without their labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxdistill import losses
+from jaxdistill.models import Collect
+from jaxdistill.train.term_types import Inputs, Term
+
+log = logging.getLogger(__name__)
+
+NOT_SELECTED = -1  # mlm_labels value at positions that are not predicted
+
+# The ids are those of BERT's uncased vocabulary, which all-MiniLM-L6-v2 uses; a run checks
+# them against the student's tokenizer when the step is traced (`check_token_ids`).
+CONFIG = dict(
+    temperature=2.0,          # distil_soft_ce's T (the authors' 2.0)
+    mask_prob=0.15,           # share of each row's real non-special tokens that is predicted
+    mask_token_prob=0.8,      # of those: replaced by [MASK] ...
+    random_token_prob=0.1,    # ... by a random id; the rest stays unchanged
+    mask_token_id=103,        # [MASK]
+    special_token_ids=(0, 100, 101, 102, 103),  # [PAD] [UNK] [CLS] [SEP] [MASK]: never selected
+    text_file="",             # the distilbert_text stage's corpus; "" = the task's train texts
+    text_column="text",       # its column (csv/tsv/json/jsonl/parquet)
+)
+
+
+# ---- Masking (the prepare hook) --------------------------------------------------------------
+def select_positions(key, eligible: jax.Array, mask_prob: float) -> jax.Array:
+  """[B, S] bool: max(1, round(mask_prob * n)) of each row's n eligible positions (0 when
+  n = 0), uniformly without replacement, as BERT's create_pretraining_data picks them."""
+  n = jnp.sum(eligible, axis=1)
+  k = jnp.where(n > 0, jnp.maximum(1, jnp.floor(mask_prob * n + 0.5).astype(jnp.int32)), 0)
+  # Random scores, ineligible positions last: a row's k lowest scores are its selection.
+  scores = jnp.where(eligible, jax.random.uniform(key, eligible.shape), 2.0)
+  rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
+  return eligible & (rank < k[:, None])
+
+
+def mask_tokens(key, input_ids: jax.Array, attention_mask: jax.Array, d, vocab_size: int
+                ) -> tuple[jax.Array, jax.Array]:
+  """(masked input ids, mlm labels) for a batch; `d` is the config.distilbert section."""
+  k_select, k_action, k_random = jax.random.split(key, 3)
+  special = jnp.isin(input_ids, jnp.asarray(tuple(d.special_token_ids), input_ids.dtype))
+  eligible = (attention_mask != 0) & ~special
+  selected = select_positions(k_select, eligible, d.mask_prob)
+  u = jax.random.uniform(k_action, input_ids.shape)
+  to_mask = selected & (u < d.mask_token_prob)
+  to_random = selected & (u >= d.mask_token_prob) & (u < d.mask_token_prob + d.random_token_prob)
+  random_ids = jax.random.randint(k_random, input_ids.shape, 0, vocab_size, input_ids.dtype)
+  masked = jnp.where(to_mask, jnp.asarray(d.mask_token_id, input_ids.dtype),
+                     jnp.where(to_random, random_ids, input_ids))
+  return masked, jnp.where(selected, input_ids, NOT_SELECTED)
+
+
+def check_probs(d) -> None:
+  if not 0.0 < d.mask_prob <= 1.0:
+    raise ValueError(f"distilbert.mask_prob={d.mask_prob} must be in (0, 1]; BERT uses 0.15")
+  if d.mask_token_prob < 0 or d.random_token_prob < 0 or d.mask_token_prob + d.random_token_prob > 1:
+    raise ValueError(f"distilbert.mask_token_prob={d.mask_token_prob} and random_token_prob="
+                     f"{d.random_token_prob} must be >= 0 and sum to <= 1; BERT uses 0.8 and 0.1")
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_ids(source: str) -> tuple[int, tuple[int, ...]]:
+  from jaxdistill.models.hub import load_tokenizer
+  tok = load_tokenizer(source)
+  return tok.mask_token_id, tuple(tok.all_special_ids)
+
+
+def check_token_ids(config, vocab_size: int) -> None:
+  """[MASK] and the special ids in config.distilbert must be the student's tokenizer's: a
+  wrong [MASK] id would train on noise without any error."""
+  d = config.distilbert
+  ids = (d.mask_token_id, *d.special_token_ids)
+  if not all(0 <= i < vocab_size for i in ids):
+    raise ValueError(f"distilbert.mask_token_id / special_token_ids {ids} must be ids of the "
+                     f"{vocab_size}-token vocabulary; set them from the tokenizer")
+  source = config.student.source or config.teacher.source
+  if not source or source.startswith("@stage:"):
+    return
+  mask_id, specials = _tokenizer_ids(str(source))
+  missing = sorted(set(specials) - set(d.special_token_ids))
+  if mask_id != d.mask_token_id or missing:
+    raise ValueError(f"the tokenizer of {source} has [MASK]={mask_id} and special ids "
+                     f"{sorted(specials)}, but distilbert.mask_token_id={d.mask_token_id} and "
+                     f"special_token_ids={tuple(d.special_token_ids)}; set "
+                     f"--config.distilbert.mask_token_id={mask_id} "
+                     f"--config.distilbert.special_token_ids={','.join(map(str, sorted(specials)))}")
+
+
+def prepare_masked_lm(batch: dict, key, config, student_cfg) -> dict:
+  """The `prepare` hook of `mlm` and `distil_soft_ce`: masks once per step (the second term
+  to run finds `mlm_labels` and leaves the batch alone), before both forward passes."""
+  if "mlm_labels" in batch:
+    return batch
+  d = config.distilbert
+  check_probs(d)
+  check_token_ids(config, student_cfg.vocab_size)  # at trace time: once per compile
+  ids, labels = mask_tokens(key, batch["input_ids"], batch["attention_mask"], d,
+                            student_cfg.vocab_size)
+  return {**batch, "input_ids": ids, "mlm_labels": labels}
+
+
+# ---- Loss terms --------------------------------------------------------------------------------
+# The MLM head runs at the selected positions only: [B, K, V] logits with K = the most a row
+# of this length can select (10 of 64 tokens), not [B, S, V]. The vocabulary-sized matmul and
+# softmaxes are most of a general-distillation step, so this is several times faster; the
+# loss values are those of the full logits (tested). The terms still declare
+# Collect(mlm_logits=True): that makes build load the MLM heads, and the full logits the
+# forward would return are never read, so XLA drops them from the compiled step.
+def max_selected(seq_len: int, mask_prob: float) -> int:
+  """The most positions `select_positions` picks in a row of `seq_len` tokens."""
+  return max(1, int(mask_prob * seq_len + 0.5))
+
+
+def selected_positions(labels: jax.Array, mask_prob: float) -> tuple[jax.Array, jax.Array]:
+  """([B, K] positions of each row's selected tokens, padded with unselected ones; [B, K] valid)."""
+  k = min(labels.shape[1], max_selected(labels.shape[1], mask_prob))
+  order = jnp.argsort(labels == NOT_SELECTED, axis=1, stable=True)[:, :k]  # selected first
+  return order, jnp.take_along_axis(labels, order, axis=1) != NOT_SELECTED
+
+
+@functools.lru_cache(maxsize=16)
+def _graphdef(cfg):
+  from flax import nnx
+  from jaxdistill.models import registry
+  return nnx.graphdef(nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0))))
+
+
+def head_logits(params, cfg, hidden: jax.Array, positions: jax.Array) -> jax.Array:
+  """The model's own MLM head (BertModel.mlm_logits) on hidden[b, positions[b, k]]: [B, K, V]."""
+  from flax import nnx
+  if params is None or not cfg.mlm_head:
+    raise ValueError("the MLM loss terms need a model with an MLM head and its params "
+                     "(student.mlm_head=True; Inputs.student_params / teacher_params)")
+  picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+  return nnx.merge(_graphdef(cfg), params).mlm_logits(picked)
+
+
+def _selected(x: Inputs):
+  positions, valid = selected_positions(x.batch["mlm_labels"], x.config.distilbert.mask_prob)
+  student = head_logits(x.student_params, x.student_cfg, x.student.last_hidden, positions)
+  return positions, valid, student
+
+
+def _mlm(x: Inputs):
+  positions, valid, logits = _selected(x)
+  labels = jnp.take_along_axis(x.batch["mlm_labels"], positions, axis=1)
+  return losses.mlm_cross_entropy_loss(logits, labels, mask=valid, ignore_index=NOT_SELECTED,
+                                       example_weight=x.batch["example_weight"])
+
+
+def _distil_soft_ce(x: Inputs):
+  positions, valid, student = _selected(x)
+  teacher = head_logits(x.teacher_params, x.teacher_cfg, x.teacher.last_hidden, positions)
+  return losses.kd_kl_loss(student, jax.lax.stop_gradient(teacher), x.config.distilbert.temperature,
+                           scale_by_t2=True, mask=valid, example_weight=x.batch["example_weight"])
+
+
+def _cosine(x: Inputs):
+  return losses.cosine_embedding_loss(x.student.last_hidden, x.teacher.last_hidden,
+                                      x.batch["attention_mask"], example_weight=x.batch["example_weight"])
+
+
+MLM = Collect(mlm_logits=True)
+# `cosine` reads last_hidden, which every forward returns; it asks for hidden_states only so
+# that its teacher Collect differs from Collect(), which would let the loop replace the
+# teacher's forward by cached logits (train.cache_teacher_logits). Unused outputs cost nothing
+# under jit.
+HIDDEN = Collect(hidden_states=True)
+
+TERMS = {
+    "mlm": Term(_mlm, student=MLM, prepare=prepare_masked_lm,
+                doc="DistilBERT/BERT masked-LM cross-entropy at dynamically masked positions"),
+    "distil_soft_ce": Term(_distil_soft_ce, student=MLM, teacher=MLM, prepare=prepare_masked_lm,
+                           reads_teacher_logits=False,
+                           doc="DistilBERT L_ce: T^2 KL between MLM distributions at masked positions"),
+    "cosine": Term(_cosine, student=HIDDEN, teacher=HIDDEN, reads_teacher_logits=False,
+                   doc="DistilBERT L_cos: 1 - cos of the last hidden states at real tokens"),
+}
+
+
+# ---- The unlabelled corpus (stage kind distilbert_text) --------------------------------------
+def read_texts(path: str, column: str) -> list[str]:
+  """Texts of a .txt file (one per non-empty line) or of `column` of a table file."""
+  from jaxdistill.data.errors import DataError
+  from jaxdistill.data.files import read_table, require_columns
+  if path.lower().endswith(".txt"):
+    if not os.path.isfile(path):
+      raise DataError(f"distilbert.text_file {path!r} does not exist; fix the path")
+    with open(path, encoding="utf-8") as f:
+      return [line.strip() for line in f if line.strip()]
+  columns, _ = read_table(path, "distilbert.text_file")
+  require_columns(columns, [column], where=f"distilbert.text_file {path!r}",
+                  config_key="distilbert.text_column")  # names the key to set
+  return [str(v).strip() for v in columns[column] if v is not None and str(v).strip()]
+
+
+def task_texts(data_config) -> list[str]:
+  """The task's train texts, labels dropped; both segments of a pair task, as separate rows."""
+  from jaxdistill import data as data_lib
+  train = data_lib.load_raw_task(data_config).splits["train"]
+  return [t for t in list(train.texts) + list(train.text_pairs or []) if t.strip()]
+
+
+def write_text_corpus(config, workdir: Path) -> str:
+  """Writes <workdir>/text.jsonl ({"text": ...} per row) once; returns its path. The MLM
+  stages read it as task="files" with label_column="" (every row unlabelled)."""
+  from jaxdistill import distributed
+  out = Path(workdir) / "text.jsonl"
+  if out.exists():  # done: a rerun skips it, as train stages skip
+    return str(out)
+  d = config.distilbert
+  texts = read_texts(d.text_file, d.text_column) if d.text_file else task_texts(config.data)
+  if not texts:
+    raise ValueError(f"no text for the MLM stages in {d.text_file or 'the train split'}; "
+                     "point distilbert.text_file at a non-empty file")
+  if distributed.is_main():
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      for t in texts:
+        f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)  # never leave a half-written corpus that a rerun would take as done
+    log.info("wrote %d unlabelled texts to %s", len(texts), out)
+  distributed.sync(f"text corpus {out}")
+  return str(out)
+
+
+STAGE_RUNNERS = {"distilbert_text": write_text_corpus}
+
+
+# The data section of a stage that reads the corpus written by a distilbert_text stage named
+# `stage`: every row unlabelled, no dev or test split (such a run is not evaluated).
+def unlabelled_data(stage: str) -> dict:
+  return {"data.task": "files", "data.train_file": f"@stage:{stage}", "data.dev_file": "",
+          "data.test_file": "", "data.text_column": "text", "data.text_pair_column": "",
+          "data.label_column": "", "data.label_names": (), "data.train_override": ""}
+
