@@ -275,6 +275,7 @@ def test_unlabelled_rows_carry_no_hard_loss():
 
 
 # ---- End to end ----------------------------------------------------------------------------
+@pytest.mark.heavy
 def test_tiny_config_end_to_end_and_rerun_skips_done_stages(tmp_path):
   from jaxdistill.config_lib import load_config
   from jaxdistill.results import _latency

@@ -293,6 +293,7 @@ def test_token_ids_are_the_minilm_tokenizers(minilm_dir):
 
 
 # ---- The config end to end ------------------------------------------------------------------------
+@pytest.mark.heavy
 def test_tiny_config_end_to_end_and_rerun_skips_done_stages(tmp_path):
   src = str(tiny_checkpoint(tmp_path / "minilm_like", num_layers=6, seed=3))
   c = load_config("configs/distilbert.py:tiny")

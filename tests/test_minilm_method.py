@@ -291,6 +291,7 @@ def check_export(workdir, *, layers, hidden, heads):
   assert not fresh
 
 
+@pytest.mark.heavy
 def test_minilm_v1_tiny_end_to_end_resumes(tiny_models, tmp_path):
   c = tiny_run("minilm", tiny_models, student__layers=(0, 2), report__compression=False)
   trained, out = run_twice(c, tmp_path)
@@ -304,6 +305,7 @@ def test_minilm_v1_tiny_end_to_end_resumes(tiny_models, tmp_path):
   check_export(tmp_path, layers=2, hidden=32, heads=4)
 
 
+@pytest.mark.heavy
 def test_minilm_v2_tiny_end_to_end_with_a_narrower_student(tiny_models, tmp_path):
   c = tiny_run("minilm_v2", tiny_models, student__num_layers=2, student__hidden_size=16,
                student__num_heads=2, student__intermediate_size=32, minilm__relation_heads=4,
@@ -315,6 +317,7 @@ def test_minilm_v2_tiny_end_to_end_with_a_narrower_student(tiny_models, tmp_path
   assert final["method"] == "minilm_v2" and 0.0 <= final["student"]["test"]["accuracy"] <= 1.0
 
 
+@pytest.mark.heavy
 def test_minilm_ta_tiny_end_to_end(tiny_models, tmp_path):
   # Assistant: the teacher's depth (4) at the student's width (16); student: its layers 0, 2.
   c = tiny_run("minilm_ta", tiny_models, student__num_layers=4, student__hidden_size=16,

@@ -32,6 +32,8 @@ from jaxdistill.train.__main__ import main
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 60  # 48 examples / batch 8 = 6 steps an epoch, 10 epochs
 
+pytestmark = pytest.mark.heavy  # ~1 CPU-minute of real subprocess runs; CI runs it after the default suite
+
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):

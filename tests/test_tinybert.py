@@ -195,6 +195,7 @@ def _swap(value, old, new):
   return new if value == old else value
 
 
+@pytest.mark.heavy
 def test_tiny_config_runs_all_four_stages_and_a_rerun_trains_nothing(tmp_path):
   """configs/tinybert.py:tiny with tiny checkpoints in place of MiniLM (a 4-layer width-48
   teacher with 12 heads, as the config's student needs), so it runs in well under a minute."""
