@@ -34,6 +34,13 @@ METHODS = {
     "pkd": ("BERT-PKD (skip)", "configs/pkd.py"),
     "theseus": ("BERT-of-Theseus", "configs/theseus.py"),
     "lad": ("LAD", "configs/lad.py"),
+    "distilbert": ("DistilBERT (general distillation, then fine-tuning)", "configs/distilbert.py"),
+    "tinybert": ("TinyBERT (4 layers x 192, augmented data)", "configs/tinybert.py"),
+    "mobilebert": ("MobileBERT (bottleneck, progressive transfer)", "configs/mobilebert.py"),
+    "minilm": ("MiniLM v1", "configs/minilm.py"),
+    "minilm_v2": ("MiniLMv2 (3 layers x 192, 6 heads)", "configs/minilm_v2.py"),
+    "minilm_ta": ("MiniLMv2 via a teacher assistant", "configs/minilm_ta.py"),
+    "bilstm": ("distilled BiLSTM", "configs/bilstm.py"),
 }
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 

@@ -101,8 +101,11 @@ def run_on_8_devices(tmp: Path, ckpts: dict, runs: list[dict]) -> dict:
   spec = {"ckpts": ckpts, "cache": str(tmp / "cache"), "out": str(tmp / "out.json"),
           "runs": [{**r, "workdir": str(tmp / r["key"])} for r in runs]}
   (tmp / "spec.json").write_text(json.dumps(spec))
+  # PYTHONPATH: the subprocess runs this file as a script (tests/ first on its path), so
+  # without it `import jaxdistill` could find another checkout's code than the parent's.
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={N}",
-         "JAX_PLATFORMS": "cpu"}
+         "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
   proc = subprocess.run([sys.executable, __file__, str(tmp / "spec.json")], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
