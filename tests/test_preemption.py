@@ -49,6 +49,9 @@ def cli_args(ckpts, workdir, cache) -> list[str]:
           f"--config.student.source={student}", "--config.student.init=pretrained",
           "--config.student.layers=", "--config.train.epochs=10",
           "--config.train.checkpoint_every=4", "--config.train.eval_every=1000",
+          # A logged loss is the mean since the last log line; a SIGTERM checkpoint can land
+          # between log lines, so log every step to compare step for step.
+          "--config.train.log_every=1",
           "--config.report.export=false", "--config.report.compression=false",
           f"--config.cache_dir={cache}"]
 
