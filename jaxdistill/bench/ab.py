@@ -74,8 +74,12 @@ def _attention(project, scores_eq, ctx_eq, out_eq, scale_scores):
   return call
 
 
-def _head_major(self, h, q_scale):
+def _head_major(self, h, q_scale):  # three head-major einsums (before project_qkv fused them)
   return self.query(h, q_scale), self.key(h), self.value(h)
+
+
+def _fused(self, h, q_scale):  # the current projection: bert.Attention.project_qkv
+  return self.project_qkv(h, q_scale)
 
 
 def _token_major(self, h, q_scale):  # [B, S, N, D]: the layout before head-major projections
@@ -92,14 +96,6 @@ def _fused_qkv(self, h, q_scale):  # one [H, 3H] matmul instead of three [H, H]
   return x[0], x[1], x[2]
 
 
-def _fused_qkv_2d(self, h, q_scale):  # one plain [B*S, H] x [H, 3H] matmul, then to head-major
-  cfg, dt = self.cfg, self.cfg.compute_dtype
-  b, s, width = h.shape
-  kernel = jnp.stack([self.query.kernel[...] * q_scale, self.key.kernel[...], self.value.kernel[...]], 1)
-  bias = jnp.stack([self.query.bias[...] * q_scale, self.key.bias[...], self.value.bias[...]], 0)
-  x = h.reshape(b * s, width) @ kernel.reshape(width, 3 * width).astype(dt) + bias.reshape(-1).astype(dt)
-  x = x.reshape(b, s, 3, cfg.num_heads, cfg.head_dim).transpose(2, 0, 3, 1, 4)
-  return x[0], x[1], x[2]
 
 
 def _remat_layer(self, h, mask, *, dropout_key=None, collect=bert.Collect()):
@@ -121,11 +117,11 @@ VARIANTS = {
     "autodiff_layer_norm": ("nnx.LayerNorm's maths under autodiff instead of the custom VJP",
                             lambda: _patched(bert, layer_norm=_autodiff_layer_norm), None),
     "scale_scores": ("1/sqrt(D) applied to the [B,N,S,S] scores, not folded into W_q",
-                     lambda: _patched(bert.Attention, __call__=_attention(_head_major, *HEAD_MAJOR, True)), None),
+                     lambda: _patched(bert.Attention, __call__=_attention(_fused, *HEAD_MAJOR, True)), None),
     "fused_qkv": ("Q, K, V from one [H, 3H] matmul",
                   lambda: _patched(bert.Attention, __call__=_attention(_fused_qkv, *HEAD_MAJOR, False)), None),
-    "fused_qkv_2d": ("Q, K, V from one plain [B*S, H] x [H, 3H] matmul, then transposed to head-major",
-                     lambda: _patched(bert.Attention, __call__=_attention(_fused_qkv_2d, *HEAD_MAJOR, False)), None),
+    "three_projections": ("Q, K, V from three head-major [B,S,H] x [H,N,D] einsums (not one fused matmul)",
+                          lambda: _patched(bert.Attention, __call__=_attention(_head_major, *HEAD_MAJOR, False)), None),
     "token_major": ("Q, K, V in [B, S, N, D] (no head-major projection)",
                     lambda: _patched(bert.Attention, __call__=_attention(
                         _token_major, "bqnd,bknd->bnqk", "bnqk,bknd->bqnd", "bqnd,ndh->bqh", False)), None),

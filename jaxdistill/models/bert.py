@@ -274,12 +274,25 @@ class Attention(nnx.Module):
     self.norm = _layer_norm(cfg, rngs)
     self.cfg = cfg
 
+  def project_qkv(self, h: Array, q_scale: float) -> tuple[Array, Array, Array]:
+    """Q (times q_scale), K, V in head-major [B, N, S, D] from one [B*S, H] x [H, 3H] matmul:
+    one large dense matmul then a transpose beats three head-major einsums by ~3% of a
+    distillation step on CPU (`python -m jaxdistill.bench.ab --variants current,three_projections`).
+    The parameters stay three [H, N, D] kernels, so checkpoints are unchanged."""
+    cfg, dt = self.cfg, self.cfg.compute_dtype
+    b, s, width = h.shape
+    kernel = jnp.stack([self.query.kernel[...] * q_scale, self.key.kernel[...], self.value.kernel[...]], 1)
+    bias = jnp.stack([self.query.bias[...] * q_scale, self.key.bias[...], self.value.bias[...]], 0)
+    x = h.reshape(b * s, width) @ kernel.reshape(width, -1).astype(dt) + bias.reshape(-1).astype(dt)
+    x = x.reshape(b, s, 3, cfg.num_heads, cfg.head_dim).transpose(2, 0, 3, 1, 4)
+    return x[0], x[1], x[2]
+
   def __call__(self, h: Array, mask: Array, dropout_key, collect: Collect):
     cfg = self.cfg
     # 1/sqrt(D) is folded into the query projection's weights rather than applied to the
     # [B, N, S, S] scores: ~2% of a distillation step on CPU (docs/performance.md).
     scale = 1.0 / math.sqrt(cfg.head_dim)
-    q, k, v = self.query(h, scale), self.key(h), self.value(h)
+    q, k, v = self.project_qkv(h, scale)
     scores = jnp.einsum("bnqd,bnkd->bnqk", q, k)
     # Masked key columns take the dtype's most negative value: exactly zero probability,
     # and no -inf, so a fully padded row still softmaxes to finite numbers.
