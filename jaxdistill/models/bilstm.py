@@ -40,14 +40,14 @@ from flax import nnx
 
 from jaxdistill.models import registry
 from jaxdistill.models.bert import BertOutput, Collect, dropout
+from jaxdistill.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 Array = jax.Array
-PROBLEM_TYPES = ("single_label_classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
-class BiLSTMConfig:
+class BiLSTMConfig(ModelConfig):
   arch: ClassVar[str] = "bilstm"
   vocab_size: int = 30522
   embed_dim: int = 300        # the paper's word2vec width
@@ -67,29 +67,7 @@ class BiLSTMConfig:
         raise ValueError(f"BiLSTMConfig.{f}={getattr(self, f)} must be >= 1")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"BiLSTMConfig.dropout={self.dropout} must be in [0, 1)")
-    if self.problem_type not in PROBLEM_TYPES:
-      raise ValueError(f"problem_type {self.problem_type!r} is not supported; use one of {PROBLEM_TYPES}")
-    if self.problem_type == "regression" and self.num_labels != 1:
-      raise ValueError("a regression head has num_labels=1; set num_labels=1")
-    if self.label_names and len(self.label_names) != self.num_labels:
-      raise ValueError(f"{len(self.label_names)} label_names for num_labels={self.num_labels}; "
-                       "give one name per class")
-    for f in ("dtype", "param_dtype"):
-      try:
-        jnp.dtype(getattr(self, f))
-      except TypeError:
-        raise ValueError(f"{f}={getattr(self, f)!r} is not a dtype; use 'float32' or 'bfloat16'") from None
-
-  @property
-  def compute_dtype(self):
-    return jnp.dtype(self.dtype)
-
-  @property
-  def params_dtype(self):
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **changes) -> "BiLSTMConfig":
-    return dataclasses.replace(self, **changes)
+    self.check_head_and_numerics()
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)

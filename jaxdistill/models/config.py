@@ -15,8 +15,39 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish",
 PROBLEM_TYPES = ("single_label_classification", "regression")
 
 
+class ModelConfig:
+  """What every model config (BERT, MobileBERT, BiLSTM) shares: the task head's fields
+  (`num_labels`, `problem_type`, `label_names`), the numerics fields (`dtype` for activations,
+  `param_dtype` for storage) and their checks. Subclasses are frozen dataclasses."""
+
+  def check_head_and_numerics(self) -> None:
+    if self.problem_type not in PROBLEM_TYPES:
+      raise ValueError(f"problem_type {self.problem_type!r} is not supported; use one of {PROBLEM_TYPES}")
+    if self.problem_type == "regression" and self.num_labels != 1:
+      raise ValueError("a regression head has num_labels=1; set num_labels=1")
+    if self.label_names and len(self.label_names) != self.num_labels:
+      raise ValueError(f"{len(self.label_names)} label_names for num_labels={self.num_labels}; "
+                       "give one name per class")
+    for f in ("dtype", "param_dtype"):
+      try:
+        jnp.dtype(getattr(self, f))
+      except TypeError:
+        raise ValueError(f"{f}={getattr(self, f)!r} is not a dtype; use 'float32' or 'bfloat16'") from None
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def params_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(ModelConfig):
   vocab_size: int = 30522
   hidden_size: int = 384
   num_layers: int = 6
@@ -48,33 +79,11 @@ class BertConfig:
           "choose a head count that divides the width")
     if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
-    if self.problem_type not in PROBLEM_TYPES:
-      raise ValueError(f"problem_type {self.problem_type!r} is not supported; use one of {PROBLEM_TYPES}")
-    if self.problem_type == "regression" and self.num_labels != 1:
-      raise ValueError("a regression head has num_labels=1; set num_labels=1")
-    if self.label_names and len(self.label_names) != self.num_labels:
-      raise ValueError(f"{len(self.label_names)} label_names for num_labels={self.num_labels}; "
-                       "give one name per class")
-    for f in ("dtype", "param_dtype"):
-      try:
-        jnp.dtype(getattr(self, f))
-      except TypeError:
-        raise ValueError(f"{f}={getattr(self, f)!r} is not a dtype; use 'float32' or 'bfloat16'") from None
+    self.check_head_and_numerics()
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
-
-  @property
-  def compute_dtype(self):
-    return jnp.dtype(self.dtype)
-
-  @property
-  def params_dtype(self):
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **changes) -> "BertConfig":
-    return dataclasses.replace(self, **changes)
 
   # ---- Hugging Face config.json ----------------------------------------------------------
   @classmethod

@@ -46,7 +46,7 @@ from jaxdistill.models import hub, registry
 # bert's _init/_linear read only initializer_range and the dtypes, which this config has too.
 from jaxdistill.models.bert import (BertOutput, Collect, LayerInternals, _fold, _init, _linear,
                                     activation, dropout)
-from jaxdistill.models.config import ACTIVATIONS, PROBLEM_TYPES, BertConfig
+from jaxdistill.models.config import ACTIVATIONS, BertConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 Array = jax.Array
@@ -54,7 +54,7 @@ NORMS = ("layer_norm", "no_norm")
 
 
 @dataclasses.dataclass(frozen=True)
-class MobileBertConfig:
+class MobileBertConfig(ModelConfig):
   arch = "mobilebert"  # class attribute, not a field: registry.arch_name reads it
   vocab_size: int = 30522
   hidden_size: int = 384        # inter-block width (feature maps, embeddings, pooler)
@@ -89,21 +89,11 @@ class MobileBertConfig:
       raise ValueError(f"mobilebert normalization {self.normalization!r}; use one of {NORMS}")
     if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
-    if self.problem_type not in PROBLEM_TYPES:
-      raise ValueError(f"problem_type {self.problem_type!r}; use one of {PROBLEM_TYPES}")
-    if self.problem_type == "regression" and self.num_labels != 1:
-      raise ValueError("a regression head has num_labels=1; set num_labels=1")
-    if self.label_names and len(self.label_names) != self.num_labels:
-      raise ValueError(f"{len(self.label_names)} label_names for num_labels={self.num_labels}")
     if min(self.num_layers, self.num_ffn, self.intra_size, self.hidden_size) < 1:
       raise ValueError("mobilebert num_layers, num_ffn, intra_size and hidden_size must be >= 1")
+    self.check_head_and_numerics()
 
   head_dim = property(lambda self: self.intra_size // self.num_heads)
-  compute_dtype = property(lambda self: jnp.dtype(self.dtype))
-  params_dtype = property(lambda self: jnp.dtype(self.param_dtype))
-
-  def replace(self, **changes) -> "MobileBertConfig":
-    return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
