@@ -155,3 +155,13 @@ def test_layer_norm_custom_vjp_matches_numpy_and_autodiff():
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
   bf = bert.layer_norm(jnp.asarray(x, jnp.bfloat16), scale, bias, 1e-12)
   assert bf.dtype == jnp.bfloat16
+
+
+def test_host_malloc_tuning_is_accepted_by_glibc_and_can_be_switched_off(monkeypatch):
+  import ctypes.util
+  from jaxdistill import host_memory
+  if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
+    pytest.skip("glibc only")
+  assert host_memory.keep_freed_memory()  # mallopt returned 1 for both settings
+  monkeypatch.setenv("JAXDISTILL_MALLOC", "default")
+  assert not host_memory.keep_freed_memory()

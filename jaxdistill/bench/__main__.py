@@ -51,11 +51,14 @@ def run(argv=None) -> dict:
   if args.iters < 1 or args.rounds < 1:
     raise SystemExit("--iters and --rounds must be >= 1")
   s = setup_lib.from_args(args)
+  from jaxdistill import host_memory
+  # Process-wide, so both frameworks run with the same malloc settings (--malloc default: glibc's).
+  malloc = "tuned" if args.malloc == "tuned" and host_memory.keep_freed_memory() else "default"
   import jax
   from jaxdistill.bench import jax_side
   platform = jax.devices()[0].platform
   print(f"# {s.describe()}; {platform} ({len(jax.devices())} device(s)); "
-        f"{args.rounds} rounds x {args.iters} steps", flush=True)
+        f"{args.rounds} rounds x {args.iters} steps; malloc {malloc}", flush=True)
   params = setup_lib.params(s)
   batch = jax_side.synthetic_batch(s.batch, s.seq, s.student.vocab_size, s.seed)
   sides, peaks = {}, {}
@@ -111,7 +114,7 @@ def run(argv=None) -> dict:
 
   fl = flops_lib.step_flops(s.student, s.teacher, s.batch, s.seq)
   machine_peak_by_round = [max(peak_gflops[n][r] for n in peaks) for r in range(args.rounds)]
-  result = {"setup": s.describe(), "platform": platform, "rounds": args.rounds,
+  result = {"setup": s.describe(), "platform": platform, "malloc": malloc, "rounds": args.rounds,
             "iters": args.iters, "flops": fl.as_dict(),
             "peak_gflops": {n: _median(v) for n, v in peak_gflops.items()},
             "machine_peak_gflops": _median(machine_peak_by_round), "frameworks": {}}

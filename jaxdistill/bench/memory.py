@@ -28,7 +28,8 @@ import sys
 
 def run_child(framework: str, args: argparse.Namespace) -> dict:
   spec = dict(framework=framework, preset=args.preset, batch=args.batch, seq=args.seq,
-              dtype=args.dtype, weights=args.weights, seed=args.seed, iters=max(2, args.iters))
+              dtype=args.dtype, weights=args.weights, seed=args.seed, iters=max(2, args.iters),
+              malloc=args.malloc)
   proc = subprocess.run([sys.executable, "-m", "jaxdistill.bench.memory", json.dumps(spec)],
                         capture_output=True, text=True)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
@@ -52,6 +53,9 @@ def _measure(spec: dict) -> dict:
   args = argparse.Namespace(**{**spec, "memory": "off", "frameworks": spec["framework"],
                                "json": "", "rounds": 1})
   s = setup_lib.from_args(args)
+  if spec.get("malloc", "tuned") == "tuned":  # the parent's setting, in both children alike
+    from jaxdistill import host_memory
+    host_memory.keep_freed_memory()
   import jax
   platform = jax.devices()[0].platform  # backend initialised before the baseline
   if spec["framework"] == "jax":

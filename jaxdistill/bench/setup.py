@@ -87,6 +87,9 @@ def arg_parser() -> argparse.ArgumentParser:
   ap.add_argument("--weights", default="random", choices=("random", "pretrained"))
   ap.add_argument("--memory", default="subprocess", choices=("subprocess", "off"),
                   help="peak memory: measured in a child process per framework, or skipped")
+  ap.add_argument("--malloc", default="tuned", choices=("tuned", "default"),
+                  help="tuned: glibc keeps freed memory for reuse, as `python -m jaxdistill.train` "
+                       "does (jaxdistill/host_memory.py); default: glibc's own settings")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--json", default="", help="also write every figure to this file")
   return ap

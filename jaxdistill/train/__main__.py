@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("runs", config.name)
-  from jaxdistill import distributed
+  from jaxdistill import distributed, host_memory
+  host_memory.keep_freed_memory()  # XLA CPU buffers are reused instead of faulted in each step
   try:  # multi-process runs connect before any JAX computation
     distributed.initialize(config)
   except ValueError as e:
