@@ -89,7 +89,9 @@ def run(workdir: Path, methods: list[str], iters: int, overrides: dict) -> str:
     if not (run_dir / "export" / DONE).exists():
       train_and_evaluate(c, run_dir)
     s = _summary(run_dir)
-    train_seconds += s["train_seconds"]
+    # A multi-stage run's earlier stages trained in <run>/<stage>; their time counts too.
+    train_seconds += s["train_seconds"] + sum(
+        _summary(d.parent.parent)["train_seconds"] for d in run_dir.glob(f"*/export/{DONE}"))
     acc = s["student"]["test"]["accuracy"]
     lat = _latency(teacher_dir / "export", run_dir / "export", shape, iters)
     rows.append((label, acc, 100 * acc / t_acc, s["student_params"], lat["speedup"]))
