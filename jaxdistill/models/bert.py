@@ -371,32 +371,37 @@ class BertModel(nnx.Module):
     with_mlm = with_mlm or collect.mlm_logits
     if with_mlm and not self.config.mlm_head:  # before any work, not after the encoder ran
       self._mlm_or_error(None)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    mask = attention_mask.astype(bool)
-    h = self.embed(input_ids, token_type_ids, dropout_key=_fold(dropout_key, 0))
-    hidden, per_layer = [h], []
-    for i, layer in enumerate(self.layers):
-      h, internals = layer(h, mask, dropout_key=_fold(dropout_key, i + 1), collect=collect)
-      hidden.append(h)
-      per_layer.append(internals)
-    pooled, logits = self.head(h, dropout_key=_fold(dropout_key, 10_000))
+    return encode(self, input_ids, attention_mask, token_type_ids, dropout_key, collect,
+                  mlm=self._mlm_or_error if with_mlm else None)
 
-    def gather(field: str, wanted: bool):
-      return tuple(getattr(x, field) for x in per_layer) if wanted else None
 
-    return BertOutput(
-        last_hidden=h,
-        pooled=pooled,
-        logits=logits,
-        mlm_logits=self._mlm_or_error(h) if with_mlm else None,
-        hidden_states=tuple(hidden) if collect.hidden_states else None,
-        attention_scores=gather("scores", collect.attention_scores),
-        attention_probs=gather("probs", collect.attention_probs),
-        queries=gather("q", collect.qkv),
-        keys=gather("k", collect.qkv),
-        values=gather("v", collect.qkv),
-    )
+def encode(model, input_ids: Array, attention_mask: Optional[Array], token_type_ids: Optional[Array],
+           dropout_key, collect: Collect, mlm=None) -> BertOutput:
+  """The forward pass shared by BertModel and MobileBERT (any model with `embed`, `layers`
+  and `head` of these signatures): the internals `collect` asks for, and `mlm(h)`'s logits
+  when given. Dropout keys: 0 for the embeddings, i + 1 for layer i, 10,000 for the head."""
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  mask = attention_mask.astype(bool)
+  h = model.embed(input_ids, token_type_ids, dropout_key=_fold(dropout_key, 0))
+  hidden, per_layer = [h], []
+  for i, layer in enumerate(model.layers):
+    h, internals = layer(h, mask, dropout_key=_fold(dropout_key, i + 1), collect=collect)
+    hidden.append(h)
+    per_layer.append(internals)
+  pooled, logits = model.head(h, dropout_key=_fold(dropout_key, 10_000))
+
+  def gather(field: str, wanted: bool):
+    return tuple(getattr(x, field) for x in per_layer) if wanted else None
+
+  return BertOutput(
+      last_hidden=h, pooled=pooled, logits=logits,
+      mlm_logits=mlm(h) if mlm is not None else None,
+      hidden_states=tuple(hidden) if collect.hidden_states else None,
+      attention_scores=gather("scores", collect.attention_scores),
+      attention_probs=gather("probs", collect.attention_probs),
+      queries=gather("q", collect.qkv), keys=gather("k", collect.qkv),
+      values=gather("v", collect.qkv))
 
 
 def count_params(tree) -> int:

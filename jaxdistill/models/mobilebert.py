@@ -45,7 +45,7 @@ from flax import nnx
 from jaxdistill.models import hub, registry
 # bert's _init/_linear read only initializer_range and the dtypes, which this config has too.
 from jaxdistill.models.bert import (BertOutput, Collect, LayerInternals, _fold, _init, _linear,
-                                    activation, dropout)
+                                    activation, dropout, encode)
 from jaxdistill.models.config import ACTIVATIONS, BertConfig, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -265,27 +265,7 @@ class MobileBertModel(nnx.Module):
                collect: Collect = Collect(), with_mlm: bool = False) -> BertOutput:
     if with_mlm or collect.mlm_logits:
       raise ValueError("the MobileBERT student has no MLM head; use a BERT student for MLM losses")
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    mask = attention_mask.astype(bool)
-    h = self.embed(input_ids, token_type_ids, dropout_key=_fold(dropout_key, 0))
-    hidden, per_layer = [h], []
-    for i, layer in enumerate(self.layers):
-      h, internals = layer(h, mask, dropout_key=_fold(dropout_key, i + 1), collect=collect)
-      hidden.append(h)
-      per_layer.append(internals)
-    pooled, logits = self.head(h, dropout_key=_fold(dropout_key, 10_000))
-
-    def gather(field: str, wanted: bool):
-      return tuple(getattr(x, field) for x in per_layer) if wanted else None
-
-    return BertOutput(
-        last_hidden=h, pooled=pooled, logits=logits,
-        hidden_states=tuple(hidden) if collect.hidden_states else None,
-        attention_scores=gather("scores", collect.attention_scores),
-        attention_probs=gather("probs", collect.attention_probs),
-        queries=gather("q", collect.qkv), keys=gather("k", collect.qkv),
-        values=gather("v", collect.qkv))
+    return encode(self, input_ids, attention_mask, token_type_ids, dropout_key, collect)
 
 
 # ---- Params as flat "layers.0.ffn.1.output.kernel" names (the safetensors file) -------------
