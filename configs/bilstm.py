@@ -26,8 +26,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "bilstm"
+  c = rotten_tomatoes(base_config("bilstm"))
   c.student.arch = "bilstm"
   c.student.init, c.student.layers = "pretrained", ()  # the BiLSTM takes only its vocabulary and embeddings
   c.losses.hard_ce = 0.5

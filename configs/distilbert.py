@@ -32,15 +32,14 @@ fine-tuning (~5 minutes) unless --config.teacher.workdir points at a finished on
 """
 
 from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
-from jaxdistill.methods.distilbert import unlabelled_data
+from jaxdistill.recipes import unlabelled_data
 
 NO_LOSSES = {"losses.hard_ce": 0.0, "losses.mlm": 0.0, "losses.distil_soft_ce": 0.0,
              "losses.cosine": 0.0}
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "distilbert"
+  c = rotten_tomatoes(base_config("distilbert"))
   # The final stage's report teacher, fine-tuned there only; the MLM stages need none.
   c.teacher.finetune = False
   c.distilbert.temperature = 2.0

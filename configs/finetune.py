@@ -8,8 +8,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "finetune"
+  c = rotten_tomatoes(base_config("finetune"))
   c.student.init, c.student.layers = "pretrained", ()
   c.teacher.source, c.teacher.finetune = "", False
   c.train.epochs = 2

@@ -9,8 +9,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "kd"
+  c = rotten_tomatoes(base_config("kd"))
   c.losses.hard_ce = 0.5
   c.losses.kd = 0.5
   c.kd.temperature = 2.0

@@ -14,8 +14,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "lad"
+  c = rotten_tomatoes(base_config("lad"))
   c.losses.hard_ce = 0.5
   c.losses.kd = 0.5
   c.losses.lad = 1000.0

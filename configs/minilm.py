@@ -26,12 +26,11 @@ not timed end to end. Test accuracy should land near the fine-tuned-without-teac
 """
 
 from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
-from jaxdistill.methods.minilm import distil_stage, finetune_stage
+from jaxdistill.recipes import minilm_distil_stage as distil_stage, minilm_finetune_stage as finetune_stage
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())  # student: pretrained MiniLM layers (0, 2, 4)
-  c.method = "minilm"
+  c = rotten_tomatoes(base_config("minilm"))  # student: pretrained MiniLM layers (0, 2, 4)
   c.losses.hard_ce = 0.0
   c.losses.minilm_attention = 1.0
   c.losses.minilm_value = 1.0

@@ -38,12 +38,11 @@ pretrained weights), the difference being the assistant's effect at this tiny sc
 """
 
 from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
-from jaxdistill.methods.minilm import distil_stage, finetune_stage
+from jaxdistill.recipes import minilm_distil_stage as distil_stage, minilm_finetune_stage as finetune_stage
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "minilm_ta"
+  c = rotten_tomatoes(base_config("minilm_ta"))
   # The assistant (stage "assistant"): the teacher's depth, the student's width, random init.
   c.student.init = "random"
   c.student.num_layers, c.student.hidden_size = 6, 192

@@ -25,12 +25,11 @@ embeddings, against the teacher's 22.7M).
 """
 
 from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
-from jaxdistill.methods.minilm import distil_stage, finetune_stage
+from jaxdistill.recipes import minilm_distil_stage as distil_stage, minilm_finetune_stage as finetune_stage
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "minilm_v2"
+  c = rotten_tomatoes(base_config("minilm_v2"))
   c.student.init, c.student.layers = "random", ()
   c.student.num_layers, c.student.hidden_size = 3, 192
   c.student.num_heads, c.student.intermediate_size = 6, 768

@@ -53,8 +53,7 @@ def layer_stages(num_layers: int, steps: int) -> list[dict]:
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "mobilebert"
+  c = rotten_tomatoes(base_config("mobilebert"))
   c.student.arch = "mobilebert"
   c.student.source = ""  # the fine-tuned teacher: embeddings, pooler and classifier copied
   c.student.init, c.student.layers = "random", ()

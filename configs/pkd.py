@@ -10,8 +10,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "pkd"
+  c = rotten_tomatoes(base_config("pkd"))
   c.losses.hard_ce = 0.5
   c.losses.kd = 0.5
   c.losses.pkd = 100.0 / (2 * 384)

@@ -7,7 +7,6 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "finetune"
+  c = rotten_tomatoes(base_config("finetune"))
   c.teacher.source, c.teacher.finetune = "", False
   return tiny(c) if arg == "tiny" else c

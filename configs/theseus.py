@@ -1,6 +1,7 @@
 """BERT-of-Theseus (Xu et al. 2020): fine-tune the 6-layer MiniLM teacher (stage 1), replace
 its modules of 2 layers by 3 successor layers at random (stage 2, in <workdir>/replacing),
 then fine-tune the 3-layer successor alone for an epoch (stage 3, in <workdir>, which it exports).
+The stages come from the method (methods/theseus.py: Theseus.stages); jaxdistill/pipeline.py runs them.
 
   python -m jaxdistill.train --config configs/theseus.py --workdir runs/rt_theseus
   python -m jaxdistill.train --config configs/theseus.py:tiny --workdir /tmp/theseus_tiny
@@ -17,9 +18,7 @@ from jaxdistill.config_lib import base_config, rotten_tomatoes, tiny
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "theseus"
-  c.theseus.enabled = True
+  c = rotten_tomatoes(base_config("theseus"))
   c.student.source = ""  # cut from the fine-tuned predecessor (the teacher)
   c.student.init, c.student.layers = "layers", (0, 1, 2)
   c.losses.hard_ce = 1.0  # no distillation loss: the task loss through the mixed model

@@ -53,8 +53,7 @@ NO_LOSSES = {"losses.hard_ce": 0.0, "losses.mlm": 0.0, "losses.tinybert_embeddin
 
 
 def get_config(arg: str = ""):
-  c = rotten_tomatoes(base_config())
-  c.method = "tinybert"
+  c = rotten_tomatoes(base_config("tinybert"))
   # The student of stages 3 and 4: random, 4 layers, width 192, 12 heads (the teacher's
   # count, which the attention loss needs), FFN 768; vocabulary and tokenizer from MiniLM.
   c.student.source, c.student.init, c.student.layers = "all-MiniLM-L6-v2", "random", ()

@@ -3,38 +3,177 @@
     python -m jaxdistill.train --config configs/kd.py:tiny --workdir runs/x --config.optim.lr=3e-5
 
 `configs/<name>.py:<arg>` passes `<arg>` to `get_config(arg)` (e.g. `tiny`). Every config
-starts from `base_config()`, which holds every key the trainer knows and is locked, so a typo
-in a config file or on the command line is an error naming the nearest valid key.
+starts from `base_config(method)`, which holds every key the trainer knows and is locked, so
+a typo in a config file or on the command line is an error naming the nearest valid key.
+
+No JAX here: configs are parsed and checked in a fraction of a second, before the CLI
+imports anything heavy (tests/test_layering.py checks sys.modules). The method catalog
+(which methods, loss terms, stage kinds and config sections exist) is therefore read from
+the source of jaxdistill/methods/*.py (and a user's `method_module` file) with `ast`,
+never by importing them: `@register(...)`, `@register_term(...)`,
+`register_stage_kind(...)` and a module-level `CONFIG = dict(...)` literal are the
+declarations it reads (tests/test_method_registry.py checks it agrees with the imported
+registries).
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
+import functools
 import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-from jaxdistill.train.terms import TERMS
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.data.config import default_data_config
+
+METHODS_DIR = Path(__file__).resolve().parent / "methods"
+_NOT_METHOD_FILES = ("__init__", "base")
 
 
-class ConfigError(ValueError):
-  """A config problem the user fixes in the config file or on the command line."""
+# ---- The method catalog, read from source ----------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModuleDecl:
+  """What one method module declares."""
+  path: str
+  section: str          # the config section its CONFIG fills (the file's stem)
+  config: dict          # CONFIG's defaults ({} if none)
+  own_methods: tuple    # names of Method classes defined here (@register on a class)
+  aliases: tuple        # names registered for a class defined elsewhere (register(...)(Distill))
+  terms: tuple
+  stage_kinds: tuple
+  student_archs: tuple
 
 
-def base_config() -> ml_collections.ConfigDict:
-  from jaxdistill.data import default_data_config
+def _literal(node: ast.AST, path: str):
+  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
+      and not node.args:
+    return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+  try:
+    return ast.literal_eval(node)
+  except ValueError:
+    raise ConfigError(f"{path}: CONFIG must be a literal dict (dict(k=v, ...) or {{...}}) so "
+                      "configs can be read without importing the module") from None
+
+
+def _call_names(call: ast.Call, fn: str) -> tuple:
+  f = call.func
+  name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+  if name != fn:
+    return ()
+  return tuple(a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+
+
+def scan_module(path: str) -> ModuleDecl:
+  """The declarations of one method module, from its source."""
+  try:
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+  except (OSError, SyntaxError) as e:
+    raise ConfigError(f"cannot read method module {path}: {e}") from None
+  config, own, aliases, terms, kinds, archs = {}, [], [], [], [], []
+  for node in tree.body:
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG"
+                                            for t in node.targets):
+      config = dict(_literal(node.value, path))
+    if isinstance(node, ast.ClassDef):
+      for d in node.decorator_list:
+        if isinstance(d, ast.Call):
+          own += _call_names(d, "register")
+          terms += _call_names(d, "register_term")
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Call):
+      kinds += _call_names(node, "register_stage_kind")
+      archs += _call_names(node, "register_student_arch")
+      if isinstance(node.func, ast.Call):  # register("x")(Distill): an alias
+        aliases += _call_names(node.func, "register")
+  return ModuleDecl(str(path), Path(path).stem, config, tuple(own), tuple(aliases),
+                    tuple(terms), tuple(kinds), tuple(archs))
+
+
+@functools.lru_cache(maxsize=8)
+def catalog(method_module: str = "") -> tuple[ModuleDecl, ...]:
+  paths = sorted(p for p in METHODS_DIR.glob("*.py") if p.stem not in _NOT_METHOD_FILES)
+  decls = [scan_module(str(p)) for p in paths]
+  if method_module:
+    if not Path(method_module).is_file():
+      raise ConfigError(f"method_module {method_module!r} does not exist; give the path of a .py file")
+    decls.append(scan_module(method_module))
+  return tuple(decls)
+
+
+def method_names(method_module: str = "") -> list[str]:
+  return sorted({n for d in catalog(method_module) for n in d.own_methods + d.aliases})
+
+
+def term_names(method_module: str = "") -> list[str]:
+  return [t for d in catalog(method_module) for t in d.terms]
+
+
+def stage_kinds(method_module: str = "") -> list[str]:
+  return ["train"] + [k for d in catalog(method_module) for k in d.stage_kinds]
+
+
+def _sections(method: str, method_module: str) -> tuple[dict, dict]:
+  """(sections every run has: the term families', sections of `method` only)."""
+  always, owned = {}, {}
+  for d in catalog(method_module):
+    if not d.config:
+      continue
+    if d.own_methods:
+      if method in d.own_methods:
+        owned[d.section] = d.config
+    else:
+      always[d.section] = d.config
+  return always, owned
+
+
+def method_owned_sections(method_module: str = "") -> set[str]:
+  return {d.section for d in catalog(method_module) if d.own_methods and d.config}
+
+
+def select_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes the config's sections those of `config.method`: adds the method's own section
+  (with its defaults) when missing, drops other methods' sections. In place; returns it."""
+  names = method_names(config.method_module)
+  if config.method not in names:
+    close = difflib.get_close_matches(config.method, names, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"method={config.method!r} is not registered{hint}; registered: "
+                      f"{', '.join(names)}")
+  _, owned = _sections(config.method, config.method_module)
+  with config.unlocked():
+    for section in method_owned_sections(config.method_module) - set(owned):
+      if section in config:
+        del config[section]
+    for section, defaults in owned.items():
+      if section not in config:
+        config[section] = ml_collections.ConfigDict(dict(defaults))
+    for name in term_names(config.method_module):  # a user module's terms get weights
+      if name not in config.losses:
+        config.losses[name] = 0.0
+        config.loss_schedules[name] = ""
+  return config
+
+
+def base_config(method: str = "finetune", method_module: str = "") -> ml_collections.ConfigDict:
+  """Every key the trainer knows, for `method` (its own config section included)."""
   c = ml_collections.ConfigDict()
   c.name = ""            # run name in reports; defaults to the config file's stem
-  c.method = "finetune"  # label for reports: finetune, kd, pkd, theseus, lad, ...
+  # The method (jaxdistill/methods): a registered name. The composite method's labels
+  # (finetune, kd, pkd, lad, tinybert, ...) all weight config.losses; theseus and
+  # multi_teacher_kd add hooks and a config section of their own.
+  c.method = method
+  c.method_module = method_module  # a .py file outside the package registering methods/terms
   c.seed = 0
   c.data = default_data_config()
   c.cache_dir = ""       # tokenisation cache; "" = $XDG_CACHE_HOME/jaxdistill (~/.cache/jaxdistill)
   # The student: how it is built and initialised.
   c.student = ml_collections.ConfigDict(dict(
       source="all-MiniLM-L6-v2",  # HF directory, shipped asset alias, or hub id
-      arch="bert",                # bert | mobilebert | bilstm (jaxdistill/models/registry.py)
+      arch="bert",                # bert | mobilebert | bilstm (methods/*: register_student_arch)
       init="pretrained",          # pretrained | layers (copy `layers` of source) | random
       layers=(),                  # 0-based source layers copied when init == "layers"
       # A masked-LM head (decoder tied to the word embeddings), loaded from the source or,
@@ -44,23 +183,16 @@ def base_config() -> ml_collections.ConfigDict:
       hidden_size=0, num_layers=0, num_heads=0, intermediate_size=0,
   ))
   # The teacher: "" = none (plain fine-tuning); else a fine-tuned checkpoint, or, with
-  # finetune=True, `source` is first fine-tuned on the task in `workdir` (stage 1).
+  # finetune=True, `source` is first fine-tuned on the task in `workdir` (a pipeline stage).
   c.teacher = ml_collections.ConfigDict(dict(
       source="", finetune=False, workdir="", epochs=3, lr=5e-5,
   ))
-  # Loss terms and their weights: a weight of 0 switches a term off.
-  c.losses = ml_collections.ConfigDict({name: 0.0 for name in TERMS})
+  # Loss terms and their weights: a weight of 0 switches a term off. loss_schedules.<term>:
+  # "" (constant), "linear:END" or "cosine:END" moves the weight to END over the run.
+  terms = term_names(method_module)
+  c.losses = ml_collections.ConfigDict({name: 0.0 for name in terms})
   c.losses.hard_ce = 1.0
-  c.kd = ml_collections.ConfigDict(dict(temperature=2.0, t2_scaling=True))
-  c.pkd = ml_collections.ConfigDict(dict(layer_map="skip", pairs=()))
-  # BERT-of-Theseus (jaxdistill/methods/theseus.py): module replacing with the teacher as
-  # predecessor; p = rate (constant) or min(1, linear_k * t + rate) (linear). Then
-  # `finetune_epochs` of successor-only fine-tuning at `finetune_lr` (0 = optim.lr).
-  c.theseus = ml_collections.ConfigDict(dict(
-      enabled=False, scheduler="constant", rate=0.5, linear_k=0.0,
-      finetune_epochs=0, finetune_lr=0.0))
-  # LAD gate blocks (jaxdistill/methods/lad.py), the `lad` loss term's own params.
-  c.lad = ml_collections.ConfigDict(dict(learnable_norm=False))
+  c.loss_schedules = ml_collections.ConfigDict({name: "" for name in terms})
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-5, aux_lr=0.0, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
       b1=0.9, b2=0.999, eps=1e-8, grad_accum=1,
@@ -75,14 +207,21 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=200,  # steps between resumable checkpoints
       keep=2, select_best=True, dtype="float32", bucket_multiple=16,
       stop_after=0,  # stop after this many steps as if preempted (schedule unchanged); 0 = off
-      # When the losses read only the teacher's logits, compute them once over the train split
-      # (the teacher is deterministic) instead of running the teacher every step.
+      # When the method reads only the teacher's logits, compute them once over the train
+      # split (the teacher is deterministic) instead of running the teacher every step.
       cache_teacher_logits=True,
       # A step whose loss or gradients are NaN/Inf never updates params or optimizer state;
       # "skip" logs it and goes on, "stop" ends the run at the next log point or checkpoint
       # (before saving anything after that step) with an error (train/preempt.py).
       nonfinite="skip",
   ))
+  # Functions called after each dev evaluation: "package.module:fn" or "path/file.py:fn",
+  # fn(step=, student_params=, metrics=, config=) (methods/base.py: Method.on_evaluate).
+  c.callbacks = ()
+  # Logs: metrics.jsonl and TensorBoard always; Weights & Biases with wandb=True (the
+  # `wandb` extra; mode "offline" writes a local run that `wandb sync` uploads later).
+  c.logging = ml_collections.ConfigDict(dict(
+      wandb=False, wandb_project="jaxdistill", wandb_entity="", wandb_mode="online"))
   # The device mesh (jaxdistill/train/sharding.py): data x fsdp devices, the batch split over
   # both. data=-1: every device not on fsdp. fsdp > 1 also shards parameters and optimizer
   # state; rules: ((regex, spec), ...) searched in "student/layers/0/intermediate/kernel"-style
@@ -93,12 +232,12 @@ def base_config() -> ml_collections.ConfigDict:
   # coordinator "host:port" with num_processes and process_id (or JAXDISTILL_* env vars).
   c.distributed = ml_collections.ConfigDict(dict(
       initialize="auto", coordinator="", num_processes=0, process_id=-1, timeout_s=300))
-  # Each method module's own section (jaxdistill/methods/<name>.py: CONFIG).
-  from jaxdistill.methods import METHOD_MODULES
-  for module in METHOD_MODULES:
-    c[module.__name__.rsplit(".", 1)[1]] = ml_collections.ConfigDict(dict(module.CONFIG))
-  # Multi-stage methods (jaxdistill/train/stages.py): a tuple of
-  # {"name": str, "run": "train" (default) or a method's stage kind, "set": {dotted key: value}};
+  # The term families' sections (jaxdistill/methods/<family>.py: CONFIG), every run has them.
+  always, _ = _sections(method, method_module)
+  for section, defaults in always.items():
+    c[section] = ml_collections.ConfigDict(dict(defaults))
+  # Multi-stage methods (jaxdistill/pipeline.py): a tuple of
+  # {"name": str, "run": "train" (default) or a stage kind, "set": {dotted key: value}};
   # each stage runs in <workdir>/<name> (the last in <workdir>) with the config plus its `set`.
   # A value "@stage:NAME" is that earlier stage's output (a train stage: its export).
   c.stages = ()
@@ -106,6 +245,7 @@ def base_config() -> ml_collections.ConfigDict:
       compression=True,  # the teacher-vs-student report at the end of a distillation run
       export=True,       # write the final student as a HF checkpoint to <workdir>/export
       latency_batch=32, latency_iters=10))
+  select_method(c)  # the method's own section
   c.lock()
   return c
 
@@ -125,10 +265,56 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
   except AttributeError as e:  # a locked ConfigDict refuses unknown keys with AttributeError
     raise ConfigError(f"{path}: {e}") from None
+  if not isinstance(config, ml_collections.ConfigDict) or "method" not in config:
+    raise ConfigError(f"{path}: get_config() must return jaxdistill.config_lib.base_config(...)")
   if not config.name:
     with config.unlocked():
       config.name = p.stem + (f"_{arg}" if arg else "")
-  return config
+  return select_method(config)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[tuple[str, str]]) -> None:
+  """Applies `--config.key=value` pairs: `method` and `method_module` first (they decide
+  which sections exist), then the rest in order; then checks the stages."""
+  first = [(k, v) for k, v in overrides if k in ("method", "method_module")]
+  for key, value in first:
+    apply_override(config, key, value)
+  if first:
+    select_method(config)
+  for key, value in overrides:
+    if (key, value) not in first:
+      apply_override(config, key, value)
+  check_stages(config)
+
+
+REF = "@stage:"
+RESERVED_STAGE_NAMES = ("teacher", "export", "ckpt", "best")
+
+
+def check_stages(config) -> None:
+  """Validates stage names, kinds and keys before anything runs (a typo in stage 3 must
+  not surface after stages 1 and 2 have trained for an hour)."""
+  seen, kinds = set(), stage_kinds(config.method_module)
+  for i, st in enumerate(config.stages):
+    if not isinstance(st, dict) or "name" not in st:
+      raise ConfigError(f"stages[{i}] must be a dict with a 'name' (and 'set', 'run')")
+    unknown = set(st) - {"name", "set", "run"}
+    if unknown:
+      raise ConfigError(f"stages[{i}] ({st['name']}): unknown fields {sorted(unknown)}; use name, set, run")
+    if st["name"] in seen or st["name"] in RESERVED_STAGE_NAMES:
+      raise ConfigError(f"stage name {st['name']!r} is repeated or reserved; give each stage its own name")
+    seen.add(st["name"])
+    kind = st.get("run", "train")
+    if kind not in kinds:
+      raise ConfigError(f"stage {st['name']!r}: run={kind!r}; use one of {', '.join(kinds)}")
+    probe = config.copy_and_resolve_references()
+    sets = dict(st.get("set", {}))
+    if "method" in sets:  # the stage's method decides which keys it has
+      set_value(probe, "method", sets["method"], where=f"stage {st['name']!r}")
+      select_method(probe)
+    for key, value in sets.items():
+      set_value(probe, key, value if not (isinstance(value, str) and value.startswith(REF)) else "",
+                where=f"stage {st['name']!r}")
 
 
 def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

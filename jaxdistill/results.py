@@ -25,7 +25,8 @@ from flax import nnx
 
 from jaxdistill.models.hub import load_pretrained
 from jaxdistill.report import compare_latency
-from jaxdistill.train.loop import DONE, train_and_evaluate
+from jaxdistill.pipeline import run as run_pipeline
+from jaxdistill.train.loop import DONE
 
 # (row label, config); the teacher row comes from configs/finetune.py.
 METHODS = {
@@ -71,7 +72,7 @@ def run(workdir: Path, methods: list[str], iters: int, overrides: dict) -> str:
   for k, v in overrides.items():
     tcfg[k.split(".")[0]][k.split(".")[1]] = v
   if not (teacher_dir / "export" / DONE).exists():
-    train_and_evaluate(tcfg, teacher_dir)
+    run_pipeline(tcfg, teacher_dir)
   rows = []
   teacher = _summary(teacher_dir)
   t_acc = teacher["student"]["test"]["accuracy"]
@@ -87,7 +88,7 @@ def run(workdir: Path, methods: list[str], iters: int, overrides: dict) -> str:
       c[k.split(".")[0]][k.split(".")[1]] = v
     run_dir = workdir / name
     if not (run_dir / "export" / DONE).exists():
-      train_and_evaluate(c, run_dir)
+      run_pipeline(c, run_dir)
     s = _summary(run_dir)
     # A multi-stage run's earlier stages trained in <run>/<stage>; their time counts too.
     train_seconds += s["train_seconds"] + sum(

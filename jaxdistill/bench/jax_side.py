@@ -1,6 +1,6 @@
 """The jaxdistill side of the benchmark: the trainer's own jitted distillation step.
 
-Nothing here is a benchmark-only model or step: `make_train_step` from jaxdistill/train/step.py
+Nothing here is a benchmark-only model or step: `jit_train_step` from jaxdistill/train/step.py
 is called with a config whose losses are the TinyBERT-style sum (hard CE + T^2 KL + hidden-state
 MSE + attention-score MSE), exactly as `python -m jaxdistill.train` would build it, so what is
 timed is what a user's run executes. Only the data is synthetic (random token ids, every token
@@ -17,59 +17,22 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxdistill import losses
-from jaxdistill.models import BertConfig, Collect, hub
-from jaxdistill.train import sharding, step as step_lib, terms
-from jaxdistill.train.term_types import Inputs, Term
-
-# TinyBERT's uniform layer map: student layer m = 1..M reads teacher layer m * (L_t / L_s),
-# for the layer outputs (hidden_states[m]) and the pre-softmax scores (attention_scores[m - 1]).
-HIDDEN_TERM, ATTENTION_TERM = "tinybert_hidden", "tinybert_attention"
-
-
-def _bench_hidden(x: Inputs):
-  k = x.teacher_cfg.num_layers // x.student_cfg.num_layers
-  return sum(losses.tinybert_hidden_loss(
-      x.student.hidden_states[m], x.teacher.hidden_states[m * k], x.batch["attention_mask"],
-      projection_kernel=x.aux.get("kernel"), projection_bias=x.aux.get("bias"),
-      example_weight=x.batch["example_weight"]) for m in range(1, x.student_cfg.num_layers + 1))
-
-
-def _bench_attention(x: Inputs):
-  k = x.teacher_cfg.num_layers // x.student_cfg.num_layers
-  return sum(losses.tinybert_attention_loss(
-      x.student.attention_scores[m - 1], x.teacher.attention_scores[m * k - 1],
-      x.batch["attention_mask"], example_weight=x.batch["example_weight"])
-      for m in range(1, x.student_cfg.num_layers + 1))
-
-
-def register_terms() -> tuple[str, str]:
-  """The TinyBERT terms of jaxdistill/methods/tinybert.py (uniform layer map, the default of
-  config.tinybert). Should that module not define them, bench-local stand-ins built from the
-  same jaxdistill.losses functions and map (registered in this process only, before any
-  config is built, so `config.losses.<name>` exists)."""
-  if HIDDEN_TERM in terms.TERMS and ATTENTION_TERM in terms.TERMS:
-    return HIDDEN_TERM, ATTENTION_TERM
-  both = Collect(hidden_states=True, attention_scores=True)
-  terms.TERMS.setdefault("bench_hidden", Term(
-      _bench_hidden, student=Collect(hidden_states=True), teacher=Collect(hidden_states=True),
-      init_aux=terms._init_projection, doc="benchmark: TinyBERT hidden MSE, uniform map"))
-  terms.TERMS.setdefault("bench_attention", Term(
-      _bench_attention, student=Collect(attention_scores=True), teacher=both,
-      doc="benchmark: TinyBERT attention-score MSE, uniform map"))
-  return "bench_hidden", "bench_attention"
-
+from jaxdistill import config_lib, methods
+from jaxdistill.bench.flops import xla_flops
+from jaxdistill.core.state import TeacherInputs
+from jaxdistill.methods.base import RunInfo
+from jaxdistill.models import BertConfig, hub
+from jaxdistill.train import sharding, step as step_lib
 
 def make_config(batch: int, dtype: str, seed: int = 0):
-  hidden, attention = register_terms()
-  from jaxdistill import config_lib  # after register_terms: base_config reads the registry
-  c = config_lib.base_config()
-  c.method = "tinybert-style"
+  """The TinyBERT-style sum of jaxdistill/methods/kd.py and tinybert.py's terms (uniform
+  layer map, the default of config.tinybert), through the composite method."""
+  c = config_lib.base_config("tinybert")
   c.seed = seed
   c.losses.hard_ce = 1.0
   c.losses.kd = 1.0
-  c.losses[hidden] = 1.0
-  c.losses[attention] = 1.0
+  c.losses.tinybert_hidden = 1.0
+  c.losses.tinybert_attention = 1.0
   c.kd.temperature = 2.0
   c.train.batch_size = batch
   c.train.eval_batch_size = batch
@@ -114,28 +77,31 @@ class JaxBench:
 def build(student: BertConfig, teacher: BertConfig, batch: int, seq: int, dtype: str,
           params: tuple[dict, dict] | None = None, seed: int = 0,
           inference: bool = True) -> JaxBench:
-  from jaxdistill.bench.flops import xla_flops
   config = make_config(batch, dtype, seed)
   mesh = step_lib.make_mesh(config)
   s_params, t_params = params or (random_params(student, seed), random_params(teacher, seed + 1))
-  tx = step_lib.make_optimizer(config, total_steps=100_000)
-  aux = terms.init_aux(jax.random.key(seed), config, student, teacher)
-  state_sh, teacher_sh = step_lib.train_shardings(config, mesh, student, teacher, tx)
-  state = jax.device_put(step_lib.init_state(config, s_params, aux, tx), state_sh)
-  t_params = jax.device_put(t_params, teacher_sh)
+  method = methods.get(config)
+  method.setup(RunInfo(student, (teacher,), total_steps=100_000))
+  tx = step_lib.make_optimizer(config, 100_000, step_lib.optimizer_labels(config, method))
+  models = step_lib.models_of(student, (teacher,))
+  state_sh = step_lib.state_sharding(config, mesh, method, student, tx)
+  teacher_sh = step_lib.teacher_shardings(mesh, (teacher,), sharding.rules_of(config), cached=False)
+  state = jax.device_put(step_lib.init_state(s_params, method.init_params(seed), tx), state_sh)
+  teacher_in = jax.device_put(TeacherInputs((t_params,), None), teacher_sh)
+  t_params = teacher_in.params[0]
   data = jax.device_put(synthetic_batch(batch, seq, student.vocab_size, seed),
                         NamedSharding(mesh, sharding.BATCH))
 
-  step_fn = step_lib.make_train_step(config, mesh, student, teacher, tx)
+  step_fn = step_lib.jit_train_step(config, mesh, method, models, tx, cached=False)
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, t_params, data).compile()
+  compiled = step_fn.lower(state, teacher_in, data).compile()
   compile_s = time.perf_counter() - t0
   holder = {"state": state, "loss": None}
 
   def train(n: int) -> float:
     t = time.perf_counter()
     for _ in range(n):
-      holder["state"], metrics = compiled(holder["state"], t_params, data)
+      holder["state"], metrics = compiled(holder["state"], teacher_in, data)
     holder["loss"] = metrics["loss"]
     jax.block_until_ready(holder["state"])
     return time.perf_counter() - t

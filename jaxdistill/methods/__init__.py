@@ -1,17 +1,21 @@
-"""Methods that are more than a sum of loss terms.
+"""Methods and loss terms, one registry each (methods/base.py).
 
-- `theseus`: BERT-of-Theseus module replacing (Xu et al. 2020): a mixed forward pass, a
-  replacement-rate schedule, an optimizer mask and the replacing -> successor fine-tuning stages.
-- `lad`: LAD's gate blocks (Lin et al.), registered as the loss term `lad` in train/terms.py.
-- `tinybert`, `minilm`, `distilbert`, `mobilebert`, `bilstm`: each a module with
-  `TERMS` (loss term name -> Term, merged into train/terms.py's registry), `CONFIG` (the
-  defaults of its `config.<module>` section) and optionally `STAGE_RUNNERS` (stage kind ->
-  runner, see train/stages.py).
+- `base`: the `Method` hooks, the `Term` type, `register` / `register_term` /
+  `register_stage_kind` / `register_student_arch`, and `get(config)`.
+- `distill`: the composite method, a config-weighted sum of terms ("kd", "pkd", "finetune",
+  ... are its labels).
+- term families: `kd` (hard_ce, kd, soft_ce, logit_mse), `pkd`, `lad`, `tinybert`, `minilm`,
+  `distilbert`, `mobilebert` (and its student), `bilstm` (its student and augmentation).
+- methods with hooks of their own: `theseus` (module replacing), `multi_teacher` (several
+  teachers' soft targets).
+- `schedules`: constant / linear / cosine loss-weight and temperature schedules.
 
-Kept free of imports from jaxdistill.train other than train/term_types.py, so train/ can
-import these modules.
+Importing this package registers all of them. A file outside the package registers its own
+through `config.method_module` (base.load_method_module).
 """
 
-from jaxdistill.methods import bilstm, distilbert, lad, minilm, mobilebert, theseus, tinybert
-
-METHOD_MODULES = (tinybert, minilm, distilbert, mobilebert, bilstm)
+from jaxdistill.methods import (base, bilstm, distilbert, distill, kd, lad, minilm, mobilebert,  # noqa: F401
+                                multi_teacher, pkd, schedules, theseus, tinybert)
+from jaxdistill.methods.base import (METHODS, STAGE_KINDS, STUDENT_ARCHS, TERMS, Inputs, Method,  # noqa: F401
+                                     Models, RunInfo, StepOutputs, Term, get, register,
+                                     register_stage_kind, register_student_arch, register_term)

@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import logging
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxdistill.data import augment_tang
+from jaxdistill.methods.base import register, register_stage_kind, register_student_arch
+from jaxdistill.methods.distill import Distill
+from jaxdistill.models import bilstm, registry
+from jaxdistill.models.hf_convert import normalize_hf_keys
+from jaxdistill.models.hub import read_hf_config, read_hf_weights, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
-TERMS = {}  # the paper's loss is hard_ce + logit_mse, both in train/terms.py
 CONFIG = dict(
     embed_dim=300,        # the paper's word2vec width
     hidden_size=150,      # per direction (the paper's single-sentence model)
@@ -42,7 +48,8 @@ CONFIG = dict(
     # The transfer-set augmentation (stage kind "tang_augment"); the paper: 0.1, 0.25, 20.
     augment_p_mask=0.1, augment_p_ng=0.25, augment_n_iter=20, augment_seed=0,
 )
-STAGE_RUNNERS = {"tang_augment": augment_tang.runner}
+register_stage_kind("tang_augment")(augment_tang.runner)
+register("bilstm")(Distill)  # the paper's loss is hard_ce + logit_mse (methods/kd.py)
 EMBED_INITS = ("teacher", "random")
 
 
@@ -63,8 +70,6 @@ def projected_embeddings(table: np.ndarray, dim: int) -> np.ndarray:
 
 
 def source_word_embeddings(model_dir) -> np.ndarray:
-  from jaxdistill.models.hf_convert import normalize_hf_keys
-  from jaxdistill.models.hub import read_hf_weights
   weights = normalize_hf_keys(read_hf_weights(model_dir))
   key = "embeddings.word_embeddings.weight"
   if key not in weights:
@@ -73,15 +78,11 @@ def source_word_embeddings(model_dir) -> np.ndarray:
   return weights[key]
 
 
+@register_student_arch("bilstm")
 def build_student(config, task, source: str, head: dict):
   """(BiLSTMConfig, params, fresh param names). `source` is a BiLSTM checkpoint (loaded, e.g.
   an earlier stage's export) or a BERT checkpoint, whose vocabulary (and, with
   embed_init=teacher, word embeddings) the new student takes."""
-  import jax.numpy as jnp
-  from flax import nnx
-
-  from jaxdistill.models import bilstm, registry
-  from jaxdistill.models.hub import read_hf_config, resolve_model_dir
   model_dir = resolve_model_dir(source)
   hf = read_hf_config(model_dir)
   kind = registry.arch_of_checkpoint(hf)

@@ -16,7 +16,7 @@ selected token becomes [MASK] with probability 0.8, a uniformly random id with 0
 stays itself with 0.1. `batch["mlm_labels"]` holds the original id there and -1 elsewhere.
 The MLM heads run at those positions only (`head_logits`), never on all [B, S, V] logits.
 
-Stage kind `distilbert_text` (STAGE_RUNNERS) writes the unlabelled corpus the MLM stages
+Stage kind `distilbert_text` (`register_stage_kind`) writes the unlabelled corpus the MLM stages
 read: `distilbert.text_file` (a .txt file, one text per line, or a csv/tsv/json/jsonl/parquet
 file with the column `distilbert.text_column`) or, when empty, the task's train texts
 without their labels.
@@ -30,12 +30,21 @@ import logging
 import os
 from pathlib import Path
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from jaxdistill import losses
-from jaxdistill.models import Collect
-from jaxdistill.train.term_types import Inputs, Term
+from jaxdistill import data as data_lib
+from jaxdistill import distributed, losses
+from jaxdistill.core.outputs import Collect
+from jaxdistill.data.errors import DataError
+from jaxdistill.data.files import read_table, require_columns
+from jaxdistill.methods.base import (Inputs, Term, graphdef_of, register, register_stage_kind,
+                                     register_term)
+from jaxdistill.methods.distill import Distill
+from jaxdistill.models import hub
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +102,17 @@ def check_probs(d) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer_ids(source: str) -> tuple[int, tuple[int, ...]]:
-  from jaxdistill.models.hub import load_tokenizer
-  tok = load_tokenizer(source)
+  tok = hub.load_tokenizer(source)
   return tok.mask_token_id, tuple(tok.all_special_ids)
 
 
-def check_token_ids(config, vocab_size: int) -> None:
-  """[MASK] and the special ids in config.distilbert must be the student's tokenizer's: a
-  wrong [MASK] id would train on noise without any error."""
-  d = config.distilbert
+def check_token_ids(d, vocab_size: int, source: str) -> None:
+  """[MASK] and the special ids in `d` (the distilbert section) must be the student's
+  tokenizer's: a wrong [MASK] id would train on noise without any error."""
   ids = (d.mask_token_id, *d.special_token_ids)
   if not all(0 <= i < vocab_size for i in ids):
     raise ValueError(f"distilbert.mask_token_id / special_token_ids {ids} must be ids of the "
                      f"{vocab_size}-token vocabulary; set them from the tokenizer")
-  source = config.student.source or config.teacher.source
   if not source or source.startswith("@stage:"):
     return
   mask_id, specials = _tokenizer_ids(str(source))
@@ -119,15 +125,35 @@ def check_token_ids(config, vocab_size: int) -> None:
                      f"--config.distilbert.special_token_ids={','.join(map(str, sorted(specials)))}")
 
 
-def prepare_masked_lm(batch: dict, key, config, student_cfg) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Masking:
+  """BERT's dynamic masking settings (the distilbert section) and the tokenizer they are
+  checked against."""
+  mask_prob: float = 0.15
+  mask_token_prob: float = 0.8
+  random_token_prob: float = 0.1
+  mask_token_id: int = 103
+  special_token_ids: tuple = (0, 100, 101, 102, 103)
+  tokenizer_source: str = ""
+
+  @classmethod
+  def from_config(cls, config) -> "Masking":
+    d = config.distilbert
+    return cls(float(d.mask_prob), float(d.mask_token_prob), float(d.random_token_prob),
+               int(d.mask_token_id), tuple(int(i) for i in d.special_token_ids),
+               str(config.student.source or config.teacher.source))
+
+
+def prepare_masked_lm(batch: dict, key, masking: Masking, student_cfg) -> dict:
   """The `prepare` hook of `mlm` and `distil_soft_ce`: masks once per step (the second term
-  to run finds `mlm_labels` and leaves the batch alone), before both forward passes."""
+  to run finds `mlm_labels` and leaves the batch alone), before both forward passes. Both
+  terms draw from the one stream "prepare/mlm_mask", so the masks do not depend on which of
+  them (or which other terms) are on."""
   if "mlm_labels" in batch:
     return batch
-  d = config.distilbert
-  check_probs(d)
-  check_token_ids(config, student_cfg.vocab_size)  # at trace time: once per compile
-  ids, labels = mask_tokens(key, batch["input_ids"], batch["attention_mask"], d,
+  check_probs(masking)
+  check_token_ids(masking, student_cfg.vocab_size, masking.tokenizer_source)  # at trace time
+  ids, labels = mask_tokens(key, batch["input_ids"], batch["attention_mask"], masking,
                             student_cfg.vocab_size)
   return {**batch, "input_ids": ids, "mlm_labels": labels}
 
@@ -153,44 +179,16 @@ def selected_positions(labels: jax.Array, mask_prob: float) -> tuple[jax.Array, 
 
 @functools.lru_cache(maxsize=16)
 def _graphdef(cfg):
-  from flax import nnx
-  from jaxdistill.models import registry
-  return nnx.graphdef(nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0))))
+  return graphdef_of(cfg)
 
 
 def head_logits(params, cfg, hidden: jax.Array, positions: jax.Array) -> jax.Array:
   """The model's own MLM head (BertModel.mlm_logits) on hidden[b, positions[b, k]]: [B, K, V]."""
-  from flax import nnx
   if params is None or not cfg.mlm_head:
     raise ValueError("the MLM loss terms need a model with an MLM head and its params "
                      "(student.mlm_head=True; Inputs.student_params / teacher_params)")
   picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)
   return nnx.merge(_graphdef(cfg), params).mlm_logits(picked)
-
-
-def _selected(x: Inputs):
-  positions, valid = selected_positions(x.batch["mlm_labels"], x.config.distilbert.mask_prob)
-  student = head_logits(x.student_params, x.student_cfg, x.student.last_hidden, positions)
-  return positions, valid, student
-
-
-def _mlm(x: Inputs):
-  positions, valid, logits = _selected(x)
-  labels = jnp.take_along_axis(x.batch["mlm_labels"], positions, axis=1)
-  return losses.mlm_cross_entropy_loss(logits, labels, mask=valid, ignore_index=NOT_SELECTED,
-                                       example_weight=x.batch["example_weight"])
-
-
-def _distil_soft_ce(x: Inputs):
-  positions, valid, student = _selected(x)
-  teacher = head_logits(x.teacher_params, x.teacher_cfg, x.teacher.last_hidden, positions)
-  return losses.kd_kl_loss(student, jax.lax.stop_gradient(teacher), x.config.distilbert.temperature,
-                           scale_by_t2=True, mask=valid, example_weight=x.batch["example_weight"])
-
-
-def _cosine(x: Inputs):
-  return losses.cosine_embedding_loss(x.student.last_hidden, x.teacher.last_hidden,
-                                      x.batch["attention_mask"], example_weight=x.batch["example_weight"])
 
 
 MLM = Collect(mlm_logits=True)
@@ -200,22 +198,77 @@ MLM = Collect(mlm_logits=True)
 # under jit.
 HIDDEN = Collect(hidden_states=True)
 
-TERMS = {
-    "mlm": Term(_mlm, student=MLM, prepare=prepare_masked_lm,
-                doc="DistilBERT/BERT masked-LM cross-entropy at dynamically masked positions"),
-    "distil_soft_ce": Term(_distil_soft_ce, student=MLM, teacher=MLM, prepare=prepare_masked_lm,
-                           reads_teacher_logits=False,
-                           doc="DistilBERT L_ce: T^2 KL between MLM distributions at masked positions"),
-    "cosine": Term(_cosine, student=HIDDEN, teacher=HIDDEN, reads_teacher_logits=False,
-                   doc="DistilBERT L_cos: 1 - cos of the last hidden states at real tokens"),
-}
+
+@dataclasses.dataclass(frozen=True)
+class _MaskedTerm(Term):
+  masking: Masking = Masking()
+  stream = "mlm_mask"
+  student = MLM
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(Masking.from_config(config))
+
+  def prepare(self, batch: dict, key, student_cfg) -> dict:
+    return prepare_masked_lm(batch, key, self.masking, student_cfg)
+
+  def selected(self, x: Inputs):
+    positions, valid = selected_positions(x.batch["mlm_labels"], self.masking.mask_prob)
+    student = head_logits(x.student_params, x.student_cfg, x.student.last_hidden, positions)
+    return positions, valid, student
+
+
+@register_term("mlm")
+@dataclasses.dataclass(frozen=True)
+class MaskedLM(_MaskedTerm):
+  doc = "DistilBERT/BERT masked-LM cross-entropy at dynamically masked positions"
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    positions, valid, logits = self.selected(x)
+    labels = jnp.take_along_axis(x.batch["mlm_labels"], positions, axis=1)
+    return losses.mlm_cross_entropy_loss(logits, labels, mask=valid, ignore_index=NOT_SELECTED,
+                                         example_weight=x.batch["example_weight"])
+
+
+@register_term("distil_soft_ce")
+@dataclasses.dataclass(frozen=True)
+class DistilSoftCE(_MaskedTerm):
+  temperature: float = 2.0
+  doc = "DistilBERT L_ce: T^2 KL between MLM distributions at masked positions"
+  teacher = MLM
+  reads_teacher_logits = False
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(Masking.from_config(config), float(config.distilbert.temperature))
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    positions, valid, student = self.selected(x)
+    teacher = head_logits(x.teacher_params, x.teacher_cfg, x.teacher.last_hidden, positions)
+    return losses.kd_kl_loss(student, jax.lax.stop_gradient(teacher), self.temperature,
+                             scale_by_t2=True, mask=valid, example_weight=x.batch["example_weight"])
+
+
+@register_term("cosine")
+@dataclasses.dataclass(frozen=True)
+class Cosine(Term):
+  doc = "DistilBERT L_cos: 1 - cos of the last hidden states at real tokens"
+  student = HIDDEN
+  teacher = HIDDEN
+  reads_teacher_logits = False
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    return losses.cosine_embedding_loss(x.student.last_hidden, x.teacher.last_hidden,
+                                        x.batch["attention_mask"],
+                                        example_weight=x.batch["example_weight"])
+
+
+register("distilbert")(Distill)  # the recipe's label: the composite method runs its terms
 
 
 # ---- The unlabelled corpus (stage kind distilbert_text) --------------------------------------
 def read_texts(path: str, column: str) -> list[str]:
   """Texts of a .txt file (one per non-empty line) or of `column` of a table file."""
-  from jaxdistill.data.errors import DataError
-  from jaxdistill.data.files import read_table, require_columns
   if path.lower().endswith(".txt"):
     if not os.path.isfile(path):
       raise DataError(f"distilbert.text_file {path!r} does not exist; fix the path")
@@ -229,15 +282,14 @@ def read_texts(path: str, column: str) -> list[str]:
 
 def task_texts(data_config) -> list[str]:
   """The task's train texts, labels dropped; both segments of a pair task, as separate rows."""
-  from jaxdistill import data as data_lib
   train = data_lib.load_raw_task(data_config).splits["train"]
   return [t for t in list(train.texts) + list(train.text_pairs or []) if t.strip()]
 
 
+@register_stage_kind("distilbert_text")
 def write_text_corpus(config, workdir: Path) -> str:
   """Writes <workdir>/text.jsonl ({"text": ...} per row) once; returns its path. The MLM
   stages read it as task="files" with label_column="" (every row unlabelled)."""
-  from jaxdistill import distributed
   out = Path(workdir) / "text.jsonl"
   if out.exists():  # done: a rerun skips it, as train stages skip
     return str(out)
@@ -258,13 +310,4 @@ def write_text_corpus(config, workdir: Path) -> str:
   return str(out)
 
 
-STAGE_RUNNERS = {"distilbert_text": write_text_corpus}
-
-
-# The data section of a stage that reads the corpus written by a distilbert_text stage named
-# `stage`: every row unlabelled, no dev or test split (such a run is not evaluated).
-def unlabelled_data(stage: str) -> dict:
-  return {"data.task": "files", "data.train_file": f"@stage:{stage}", "data.dev_file": "",
-          "data.test_file": "", "data.text_column": "text", "data.text_pair_column": "",
-          "data.label_column": "", "data.label_names": (), "data.train_override": ""}
 

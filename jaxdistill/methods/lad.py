@@ -35,12 +35,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from jaxdistill import losses
+from jaxdistill.core.outputs import Collect
+from jaxdistill.methods.base import Inputs, Term, register, register_term
+from jaxdistill.methods.distill import Distill
 from jaxdistill.models import BertConfig
 
+CONFIG = dict(learnable_norm=False)
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, which the thesis' gates use
 
 
@@ -52,7 +58,7 @@ def layer_stride(student_layers: int, teacher_layers: int) -> int:
   return teacher_layers // student_layers
 
 
-def init_gates(key, config, s: BertConfig, t: BertConfig) -> dict:
+def init_gates(key, s: BertConfig, t: BertConfig, *, learnable_norm: bool = False) -> dict:
   """Gate params {"gates": {"2": {kernel [H,H], bias [H] (, scale, offset)}, ...}} for
   i = 2..k*n, plus {"proj": {kernel, bias}} when the widths differ."""
   depth = layer_stride(s.num_layers, t.num_layers) * s.num_layers
@@ -62,11 +68,11 @@ def init_gates(key, config, s: BertConfig, t: BertConfig) -> dict:
   for i in range(2, depth + 1):
     g = {"kernel": jax.random.uniform(jax.random.fold_in(key, i), (h, h), jnp.float32, -limit, limit),
          "bias": jnp.zeros((h,), jnp.float32)}
-    if config.lad.learnable_norm:
+    if learnable_norm:
       g["scale"], g["offset"] = jnp.ones((h,), jnp.float32), jnp.zeros((h,), jnp.float32)
     gates[str(i)] = g
   aux = {"gates": gates}
-  if s.hidden_size != t.hidden_size:  # same pattern as terms._init_projection (TinyBERT's W_h)
+  if s.hidden_size != t.hidden_size:  # same pattern as pkd.projection (TinyBERT's W_h)
     aux["proj"] = {"kernel": jax.random.normal(jax.random.fold_in(key, 0), (s.hidden_size, h))
                              / jnp.sqrt(s.hidden_size), "bias": jnp.zeros((h,), jnp.float32)}
   return aux
@@ -96,7 +102,7 @@ def aggregate(teacher_layers: Sequence[jax.Array], gates: dict) -> list[jax.Arra
 def lad_loss(x) -> jax.Array:
   """The `lad` term: mean over student layers of the masked MSE to the teacher aggregates.
 
-  x: train.terms.Inputs (hidden states of both, this term's aux, the batch)."""
+  x: methods.base.Inputs (hidden states of both, this term's aux, the batch)."""
   s_layers = x.student.hidden_states[1:]
   t_layers = x.teacher.hidden_states[1:]
   k = layer_stride(len(s_layers), len(t_layers))
@@ -109,3 +115,25 @@ def lad_loss(x) -> jax.Array:
                                   example_weight=x.batch["example_weight"])
       for j, s in enumerate(s_layers)]
   return jnp.mean(jnp.stack(per_layer))
+
+
+@register_term("lad")
+@dataclasses.dataclass(frozen=True)
+class LAD(Term):
+  learnable_norm: bool = False
+  doc = "LAD: MSE to gated aggregates of the teacher's layers"
+  student = Collect(hidden_states=True)
+  teacher = Collect(hidden_states=True)
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(bool(config.lad.learnable_norm))
+
+  def init_params(self, key, student_cfg, teacher_cfg) -> dict:
+    return init_gates(key, student_cfg, teacher_cfg, learnable_norm=self.learnable_norm)
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    return lad_loss(x)
+
+
+register("lad")(Distill)  # the recipe's label: hard_ce + kd + lad through the composite method

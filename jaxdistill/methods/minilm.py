@@ -30,13 +30,15 @@ of the scores is exact where log(probabilities) would underflow.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 
 from jaxdistill import losses
-from jaxdistill.models import Collect
-from jaxdistill.train.term_types import Inputs, Term
+from jaxdistill.core.outputs import Collect
+from jaxdistill.methods.base import Inputs, Term, register, register_term
+from jaxdistill.methods.distill import Distill
 
 CONFIG = {
     # MiniLMv2 relation heads R: each model's Q, K, V (concatenated over heads, width H) are
@@ -56,10 +58,6 @@ def teacher_layer_index(teacher_layer: int, num_layers: int) -> int:
   return teacher_layer - 1 if teacher_layer > 0 else num_layers + teacher_layer
 
 
-def _teacher_at(x: Inputs, per_layer: tuple) -> jax.Array:
-  return per_layer[teacher_layer_index(int(x.config.minilm.teacher_layer), len(per_layer))]
-
-
 def _check_equal_heads(term: str, student: jax.Array, teacher: jax.Array) -> None:
   # Shapes are static under jit, so this fails at trace time, before any step runs.
   s, t = student.shape[1], teacher.shape[1]
@@ -69,73 +67,74 @@ def _check_equal_heads(term: str, student: jax.Array, teacher: jax.Array) -> Non
                      "instead")
 
 
-def _attention(x: Inputs) -> jax.Array:
-  s = x.student.attention_scores[-1]
-  t = _teacher_at(x, x.teacher.attention_scores)
-  _check_equal_heads("minilm_attention", s, t)
-  return losses.minilm_attention_loss(s, t, x.batch["attention_mask"], from_logits=True,
-                                      example_weight=x.batch["example_weight"])
-
-
-def _value(x: Inputs) -> jax.Array:
-  s = x.student.values[-1]
-  t = _teacher_at(x, x.teacher.values)
-  _check_equal_heads("minilm_value", s, t)
-  return losses.minilm_value_relation_loss(s, t, x.batch["attention_mask"],
-                                           example_weight=x.batch["example_weight"])
-
-
 def _width(x: jax.Array) -> int:
   return x.shape[1] * x.shape[3]  # [B, N, S, D]: the heads concatenated
 
 
-def _v2(x: Inputs) -> jax.Array:
-  r = int(x.config.minilm.relation_heads)
-  s_qkv = (x.student.queries[-1], x.student.keys[-1], x.student.values[-1])
-  t_qkv = tuple(_teacher_at(x, part) for part in (x.teacher.queries, x.teacher.keys, x.teacher.values))
-  hs, ht = _width(s_qkv[0]), _width(t_qkv[0])
-  if r < 1 or hs % r or ht % r:
-    raise ValueError(f"minilm.relation_heads={r} must divide both widths (teacher {ht}, student "
-                     f"{hs}); use a common divisor, e.g. {math.gcd(hs, ht)}")
-  return losses.minilm_v2_loss(s_qkv, t_qkv, x.batch["attention_mask"], num_relation_heads=r,
-                               example_weight=x.batch["example_weight"])
+@dataclasses.dataclass(frozen=True)
+class _MiniLMTerm(Term):
+  """None of the terms reads the teacher's logits, so a teacher whose classifier never
+  trained (the assistant of configs/minilm_ta.py) may teach them."""
+  teacher_layer: int = -1
+  relation_heads: int = 12
+  reads_teacher_logits = False
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(int(config.minilm.teacher_layer), int(config.minilm.relation_heads))
+
+  def teacher_at(self, per_layer: tuple) -> jax.Array:
+    return per_layer[teacher_layer_index(self.teacher_layer, len(per_layer))]
 
 
-# None of the terms reads the teacher's logits (reads_teacher_logits=False), so a teacher
-# whose classifier never trained (the assistant of configs/minilm_ta.py) may teach them.
-TERMS = {
-    "minilm_attention": Term(
-        _attention, student=Collect(attention_scores=True), teacher=Collect(attention_scores=True),
-        reads_teacher_logits=False,
-        doc="MiniLM v1: KL of the last layer's attention distributions (equal head counts)"),
-    "minilm_value": Term(
-        _value, student=Collect(qkv=True), teacher=Collect(qkv=True),
-        reads_teacher_logits=False,
-        doc="MiniLM v1: KL of the last layer's value relations softmax(VV^T/sqrt(d))"),
-    "minilm_v2": Term(
-        _v2, student=Collect(qkv=True), teacher=Collect(qkv=True),
-        reads_teacher_logits=False,
-        doc="MiniLMv2: Q-Q, K-K, V-V relation KL over minilm.relation_heads relation heads"),
-}
+@register_term("minilm_attention")
+@dataclasses.dataclass(frozen=True)
+class AttentionTransfer(_MiniLMTerm):
+  doc = "MiniLM v1: KL of the last layer's attention distributions (equal head counts)"
+  student = Collect(attention_scores=True)
+  teacher = Collect(attention_scores=True)
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    s = x.student.attention_scores[-1]
+    t = self.teacher_at(x.teacher.attention_scores)
+    _check_equal_heads("minilm_attention", s, t)
+    return losses.minilm_attention_loss(s, t, x.batch["attention_mask"], from_logits=True,
+                                        example_weight=x.batch["example_weight"])
 
 
-# ---- Stages the configs chain (configs/minilm*.py) ------------------------------------------
-MINILM_TERMS = tuple(TERMS)
+@register_term("minilm_value")
+@dataclasses.dataclass(frozen=True)
+class ValueRelation(_MiniLMTerm):
+  doc = "MiniLM v1: KL of the last layer's value relations softmax(VV^T/sqrt(d))"
+  student = Collect(qkv=True)
+  teacher = Collect(qkv=True)
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    s = x.student.values[-1]
+    t = self.teacher_at(x.teacher.values)
+    _check_equal_heads("minilm_value", s, t)
+    return losses.minilm_value_relation_loss(s, t, x.batch["attention_mask"],
+                                             example_weight=x.batch["example_weight"])
 
 
-def distil_stage(name: str, epochs: int, lr: float, **sets) -> dict:
-  """A task-agnostic distillation stage: the MiniLM losses alone (no labels are read).
+@register_term("minilm_v2")
+@dataclasses.dataclass(frozen=True)
+class RelationV2(_MiniLMTerm):
+  doc = "MiniLMv2: Q-Q, K-K, V-V relation KL over minilm.relation_heads relation heads"
+  student = Collect(qkv=True)
+  teacher = Collect(qkv=True)
 
-  Its classifier is never trained, so dev accuracy says nothing here: the last step is
-  exported (select_best off) and no compression report is written."""
-  return {"name": name, "set": {"train.epochs": epochs, "optim.lr": lr, "losses.hard_ce": 0.0,
-                                "train.select_best": False, "report.compression": False, **sets}}
+  def __call__(self, x: Inputs) -> jax.Array:
+    r = self.relation_heads
+    s_qkv = (x.student.queries[-1], x.student.keys[-1], x.student.values[-1])
+    t_qkv = tuple(self.teacher_at(part) for part in (x.teacher.queries, x.teacher.keys, x.teacher.values))
+    hs, ht = _width(s_qkv[0]), _width(t_qkv[0])
+    if r < 1 or hs % r or ht % r:
+      raise ValueError(f"minilm.relation_heads={r} must divide both widths (teacher {ht}, student "
+                       f"{hs}); use a common divisor, e.g. {math.gcd(hs, ht)}")
+    return losses.minilm_v2_loss(s_qkv, t_qkv, x.batch["attention_mask"], num_relation_heads=r,
+                                 example_weight=x.batch["example_weight"])
 
 
-def finetune_stage(source: str, epochs: int, lr: float) -> dict:
-  """Fine-tunes the distilled student `@stage:<source>` on the labels alone. The config's
-  teacher stays named, only for the compression report (no loss reads it)."""
-  return {"name": "finetune", "set": {
-      "student.source": f"@stage:{source}", "student.init": "pretrained",
-      "losses.hard_ce": 1.0, **{f"losses.{t}": 0.0 for t in MINILM_TERMS},
-      "train.epochs": epochs, "optim.lr": lr}}
+MINILM_TERMS = ("minilm_attention", "minilm_value", "minilm_v2")
+register("minilm", "minilm_v2", "minilm_ta")(Distill)  # recipes of the composite method

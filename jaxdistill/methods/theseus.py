@@ -20,37 +20,40 @@ bert_of_theseus/modeling_bert_of_theseus.py):
   student.layers = (0, 1, 2); (0, 2, 4) starts each module from its own first layer.
 - Dropout is on in both branches (the predecessor runs in train mode there too).
 
-How it plugs into the trainer: the student is built from the teacher checkpoint
+How it plugs into the trainer: `Theseus` is the composite method (its loss is the weighted
+terms, `hard_ce` alone in configs/theseus.py) with two hooks overridden, `student_forward`
+(the mixed pass) and `optimizer_labels`, and its `stages`. The student is built from the teacher checkpoint
 (student.init = "layers", student.source empty), so `trainable["student"]` is the whole
 successor model: a plain BertModel with n layers that evaluation, checkpoints and export use
 as they are. `student_labels` marks everything but its layers "frozen" (optax.set_to_zero, no
 optimizer state); the mixed forward never reads those copies, so they stay equal to the
 predecessor's. Only the drawn branch is computed: one `jax.lax.cond` per module, whose
-predicate comes from the step's replicated key inside the jitted SPMD program, so every
-device draws the same modules.
+predicate comes from the step's replicated key (the named stream "theseus/mask") inside the
+jitted SPMD program, so every device draws the same modules.
+
+Stages (`Theseus.stages`, run by jaxdistill/pipeline.py): with theseus.finetune_epochs > 0,
+module replacing runs in <workdir>/replacing and the successor is then fine-tuned alone in
+<workdir>; otherwise replacing is the whole run.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxdistill.models import BertConfig, BertModel, BertOutput, Collect
+from jaxdistill.core import rng
+from jaxdistill.core.outputs import BertOutput, Collect
+from jaxdistill.methods.base import Models, register
+from jaxdistill.methods.distill import Distill
+from jaxdistill.models import BertModel
 
 log = logging.getLogger(__name__)
 
-MASK_STREAM = 0x7E5E05       # fold_in tag of the module-mask stream (dropout uses 0..L, 10_000)
-PREDECESSOR_STREAM = 20_000  # fold_in tag of the predecessor layers' dropout keys
+CONFIG = dict(scheduler="constant", rate=0.5, linear_k=0.0, finetune_epochs=0, finetune_lr=0.0)
 SCHEDULERS = ("constant", "linear")
-
-
-def enabled(config) -> bool:
-  return "theseus" in config and bool(config.theseus.enabled)
 
 
 def replacing_rate(tcfg, t) -> jax.Array:
@@ -65,11 +68,9 @@ def replacing_rate(tcfg, t) -> jax.Array:
 
 
 def module_mask(step_key: jax.Array, rate, num_modules: int) -> jax.Array:
-  """[n] bools, True = successor: one draw per module for the whole batch.
-
-  A stream of its own (fold_in of the step key), so the draw is a function of (seed, step)
-  and does not share bits with dropout."""
-  return jax.random.bernoulli(jax.random.fold_in(step_key, MASK_STREAM), rate, (num_modules,))
+  """[n] bools, True = successor: one draw per module for the whole batch, from the step's
+  named stream "theseus/mask" (a function of (seed, step), sharing no bits with dropout)."""
+  return jax.random.bernoulli(rng.named(step_key, "theseus", "mask"), rate, (num_modules,))
 
 
 def check_depths(num_successor: int, num_predecessor: int) -> int:
@@ -92,7 +93,8 @@ def mixed_forward(successor: BertModel, predecessor: BertModel, input_ids, atten
   """The predecessor with module i replaced by successor layer i where take[i] is True.
 
   hidden_states (when collected) are the embeddings and each module's output (n + 1).
-  Dropout keys match BertModel's, so take = all True reproduces the successor model.
+  Dropout keys match BertModel's, so take = all True reproduces the successor model; the
+  predecessor's layers draw from the named stream "theseus/predecessor".
   """
   if collect.attention_scores or collect.attention_probs or collect.qkv:
     raise ValueError("BERT-of-Theseus mixes modules of different depths; loss terms reading "
@@ -100,7 +102,7 @@ def mixed_forward(successor: BertModel, predecessor: BertModel, input_ids, atten
   n = len(successor.layers)
   r = check_depths(n, len(predecessor.layers))
   mask = (jnp.ones_like(input_ids) if attention_mask is None else attention_mask).astype(bool)
-  pred_key = _fold(dropout_key, PREDECESSOR_STREAM)
+  pred_key = None if dropout_key is None else rng.named(dropout_key, "theseus", "predecessor")
   h = predecessor.embed(input_ids, token_type_ids, dropout_key=_fold(dropout_key, 0))
   hidden = [h]
   for i in range(n):
@@ -132,70 +134,63 @@ def check_config(config) -> None:
     raise ValueError(f"theseus.rate={t.rate} must be in [0, 1] and theseus.linear_k={t.linear_k} >= 0")
 
 
-def make_replacing_forward(config, s_graph, t_graph, student_cfg: BertConfig,
-                           teacher_cfg: Optional[BertConfig]) -> Callable:
-  """(student_params, teacher_params, batch, key, step, collect) -> BertOutput, for the step."""
-  check_config(config)
-  if teacher_cfg is None:
-    raise ValueError("BERT-of-Theseus needs the fine-tuned teacher as predecessor; set teacher.source")
-  check_depths(student_cfg.num_layers, teacher_cfg.num_layers)
-  if student_cfg.hidden_size != teacher_cfg.hidden_size:
-    raise ValueError(f"BERT-of-Theseus: successor width {student_cfg.hidden_size} != predecessor "
-                     f"width {teacher_cfg.hidden_size}; modules must be interchangeable")
-  tcfg, accum = config.theseus, max(1, config.optim.grad_accum)
+@register("theseus")
+class Theseus(Distill):
+  """Module replacing: the composite's loss over a mixed predecessor/successor forward."""
 
-  def forward(student_params, teacher_params, batch, key, step, collect):
-    teacher_params = jax.lax.stop_gradient(teacher_params)  # the predecessor is frozen
-    rate = replacing_rate(tcfg, step // accum)  # t counts optimizer steps, as the authors'
-    take = module_mask(key, rate, student_cfg.num_layers)
-    return mixed_forward(nnx.merge(s_graph, student_params), nnx.merge(t_graph, teacher_params),
+  def __init__(self, config):
+    super().__init__(config)
+    check_config(config)
+
+  @classmethod
+  def stages(cls, config) -> list[dict]:
+    """Replacing in <workdir>/replacing, then plain fine-tuning of the whole successor model
+    (all of its params) in <workdir>, when theseus.finetune_epochs > 0."""
+    t = config.theseus
+    if t.finetune_epochs <= 0:
+      return []
+    successor = {"method": "finetune", "student.source": "@stage:replacing",
+                 "student.init": "pretrained", "student.layers": (),
+                 **{f"losses.{k}": 0.0 for k in config.losses}, "losses.hard_ce": 1.0,
+                 "train.epochs": int(t.finetune_epochs),
+                 "optim.lr": float(t.finetune_lr or config.optim.lr)}
+    return [{"name": "replacing", "set": {"theseus.finetune_epochs": 0, "report.export": True,
+                                          "report.compression": False}},
+            {"name": "successor", "set": successor}]
+
+  def teacher_use(self) -> str:
+    use = super().teacher_use()
+    return "params" if use in ("none", "logits") else use  # the predecessor's params, always
+
+  def reads_teacher_logits(self) -> bool:
+    return True  # the predecessor's classifier is the mixed model's
+
+  def setup(self, run) -> None:
+    super().setup(run)
+    if run.teacher_cfg is None:
+      raise ValueError("BERT-of-Theseus needs the fine-tuned teacher as predecessor; set teacher.source")
+    check_depths(run.student_cfg.num_layers, run.teacher_cfg.num_layers)
+    if run.student_cfg.hidden_size != run.teacher_cfg.hidden_size:
+      raise ValueError(f"BERT-of-Theseus: successor width {run.student_cfg.hidden_size} != predecessor "
+                       f"width {run.teacher_cfg.hidden_size}; modules must be interchangeable")
+
+  def student_forward(self, models: Models, trainable, teacher_params, batch, key, step) -> BertOutput:
+    predecessor = jax.lax.stop_gradient(teacher_params[0])  # the predecessor is frozen
+    accum = max(1, self.config.optim.grad_accum)
+    rate = replacing_rate(self.config.theseus, step // accum)  # t counts optimizer steps
+    take = module_mask(key, rate, self.run.student_cfg.num_layers)
+    return mixed_forward(nnx.merge(models.student_graph, trainable["student"]),
+                         nnx.merge(models.teacher_graphs[0], predecessor),
                          batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                         take, dropout_key=key, collect=collect)
+                         take, dropout_key=key, collect=self.collect()[0])
 
-  return forward
+  def optimizer_labels(self, trainable: dict) -> dict:
+    """While replacing, the successor layers train; the rest of the student is "frozen"."""
+    labels = super().optimizer_labels(trainable)
+    labels["student"] = student_labels(trainable["student"])
+    return labels
 
 
 def student_labels(student_tree: dict) -> dict:
-  """Optimizer labels while replacing: the successor layers train, the rest is "frozen"."""
   return {k: jax.tree.map(lambda _: "student" if k == "layers" else "frozen", v)
           for k, v in student_tree.items()}
-
-
-# ---- Stages: replacing (workdir/replacing), then successor fine-tuning (workdir) ------------
-def replacing_config(config, teacher_source: str):
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    c.name = f"{config.name}_replacing"
-    c.teacher.source, c.teacher.finetune = teacher_source, False
-    c.theseus.finetune_epochs = 0
-    c.report.export, c.report.compression = True, False  # stage 3 reads the export
-  return c
-
-
-def successor_finetune_config(config, teacher_source: str, successor_dir: str):
-  """Plain hard-label fine-tuning of the whole successor model (all of its params)."""
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    c.theseus.enabled, c.theseus.finetune_epochs = False, 0
-    c.student.source, c.student.init, c.student.layers = str(successor_dir), "pretrained", ()
-    c.teacher.source, c.teacher.finetune = teacher_source, False  # for the compression report
-    for k in c.losses:
-      c.losses[k] = 0.0
-    c.losses.hard_ce = 1.0
-    c.train.epochs = config.theseus.finetune_epochs
-    c.optim.lr = config.theseus.finetune_lr or config.optim.lr
-  return c
-
-
-def replacing_stage(config, workdir, teacher_source: str, run: Callable):
-  """Runs module replacing in workdir/replacing (resumable, skipped once exported) when a
-  successor fine-tuning follows; returns the config this run continues with."""
-  if not enabled(config) or config.theseus.finetune_epochs <= 0:
-    return config
-  from jaxdistill.train.loop import DONE  # here: loop imports this module
-  rdir = Path(workdir) / "replacing"
-  if not (rdir / "export" / DONE).exists():
-    log.info("stage 2: BERT-of-Theseus module replacing in %s", rdir)
-    run(replacing_config(config, teacher_source), rdir)
-  log.info("stage 3: fine-tuning the successor from %s", rdir / "export")
-  return successor_finetune_config(config, teacher_source, rdir / "export")

@@ -30,14 +30,18 @@ later stages read through data.train_override.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from jaxdistill import losses
-from jaxdistill.models import BertConfig, Collect
-from jaxdistill.train.term_types import Inputs, Term
+from jaxdistill.data import augment_tinybert
+from jaxdistill.core.outputs import Collect
+from jaxdistill.methods.base import Inputs, Term, register, register_stage_kind, register_term
+from jaxdistill.methods.distill import Distill
+from jaxdistill.models import BertConfig
 
 # Defaults of config.tinybert. The augmentation defaults are the paper's (N_a = 20 for SST-2
 # in the authors' script, p_t = 0.4, K = 15); configs/tinybert.py scales N_a to its budget.
@@ -55,15 +59,14 @@ CONFIG = dict(
 )
 
 
-def layer_pairs(config, s: BertConfig, t: BertConfig) -> list[tuple[int, int]]:
+def layer_pairs(layer_map: str, explicit: tuple, s: BertConfig, t: BertConfig) -> list[tuple[int, int]]:
   """(student, teacher) hidden-state indices (1 = first layer's output) of the hidden and
   attention terms; the embedding term is the (0, 0) pair on its own."""
-  tb = config.tinybert
-  pairs = losses.make_layer_map(tb.layer_map, s.num_layers, t.num_layers,
-                                pairs=[tuple(p) for p in tb.pairs] if tb.layer_map == "explicit" else None)
+  pairs = losses.make_layer_map(layer_map, s.num_layers, t.num_layers,
+                                pairs=[tuple(p) for p in explicit] if layer_map == "explicit" else None)
   pairs = [(i, j) for i, j in pairs if i > 0 and j > 0]  # embeddings: tinybert_embedding's job
   if not pairs:
-    raise ValueError(f"tinybert.layer_map={tb.layer_map!r} pairs no layers of a {s.num_layers}-layer "
+    raise ValueError(f"tinybert.layer_map={layer_map!r} pairs no layers of a {s.num_layers}-layer "
                      f"student with a {t.num_layers}-layer teacher; use tinybert.layer_map=uniform")
   return pairs
 
@@ -76,88 +79,118 @@ def _projection(key, s_width: int, t_width: int) -> dict:
           "bias": jnp.zeros((t_width,))}
 
 
-def _init_hidden(key, config, s: BertConfig, t: BertConfig) -> dict:
-  layer_pairs(config, s, t)  # a bad layer map fails at setup, not at the first step
-  return _projection(key, s.hidden_size, t.hidden_size)  # W_h
-
-
-def _init_embedding(key, config, s: BertConfig, t: BertConfig) -> dict:
-  return _projection(key, s.hidden_size, t.hidden_size)  # W_e, separate from W_h
-
-
 def _check_heads(s: BertConfig, t: BertConfig) -> None:
   if s.num_heads != t.num_heads:
     raise ValueError(f"tinybert_attention needs equal head counts (teacher {t.num_heads}, student "
                      f"{s.num_heads}); set student.num_heads={t.num_heads} or use minilm_v2 relations")
 
 
-def _init_attention(key, config, s: BertConfig, t: BertConfig) -> dict:
-  _check_heads(s, t)  # checked at setup so the run fails before any training
-  layer_pairs(config, s, t)
-  return {}
-
-
 def _mask(x: Inputs):
   return x.batch["attention_mask"]
 
 
-def embedding_loss(x: Inputs) -> jax.Array:
-  return losses.tinybert_embedding_loss(
-      x.student.hidden_states[0], x.teacher.hidden_states[0], _mask(x),
-      projection_kernel=x.aux.get("kernel"), projection_bias=x.aux.get("bias"),
-      example_weight=x.batch["example_weight"])
-
-
-def hidden_loss(x: Inputs) -> jax.Array:
-  pairs = layer_pairs(x.config, x.student_cfg, x.teacher_cfg)
-  return losses.sum_over_layer_pairs(
-      losses.tinybert_hidden_loss, x.student.hidden_states, x.teacher.hidden_states, pairs,
-      what="tinybert_hidden pair", index_name="hidden-state index", attention_mask=_mask(x),
-      projection_kernel=x.aux.get("kernel"), projection_bias=x.aux.get("bias"),
-      example_weight=x.batch["example_weight"])
-
-
-def attention_loss(x: Inputs) -> jax.Array:
-  _check_heads(x.student_cfg, x.teacher_cfg)
-  # Attention tuples start at layer 1: layer m is index m - 1.
-  pairs = [(i - 1, j - 1) for i, j in layer_pairs(x.config, x.student_cfg, x.teacher_cfg)]
-  return losses.sum_over_layer_pairs(
-      losses.tinybert_attention_loss, x.student.attention_scores, x.teacher.attention_scores,
-      pairs, what="tinybert_attention pair", index_name="attention layer index",
-      attention_mask=_mask(x), example_weight=x.batch["example_weight"])
-
-
-def prediction_loss(x: Inputs) -> jax.Array:
-  if x.student_cfg.problem_type == "regression":
-    raise ValueError("tinybert_prediction needs class logits but the task is regression; "
-                     "use losses.logit_mse (TinyBERT's own choice for STS-B) instead")
-  return losses.tinybert_prediction_loss(x.student.logits, x.teacher.logits,
-                                         x.config.tinybert.temperature,
-                                         example_weight=x.batch["example_weight"])
-
-
 _HIDDEN = Collect(hidden_states=True)
 _SCORES = Collect(attention_scores=True)
-# The intermediate terms read the teacher's encoder, not its task head.
-TERMS = {
-    "tinybert_embedding": Term(embedding_loss, student=_HIDDEN, teacher=_HIDDEN, init_aux=_init_embedding,
-                               reads_teacher_logits=False,
-                               doc="TinyBERT: MSE between embedding outputs through W_e"),
-    "tinybert_hidden": Term(hidden_loss, student=_HIDDEN, teacher=_HIDDEN, init_aux=_init_hidden,
-                            reads_teacher_logits=False,
-                            doc="TinyBERT: MSE between layer outputs through W_h over tinybert.layer_map"),
-    "tinybert_attention": Term(attention_loss, student=_SCORES, teacher=_SCORES, init_aux=_init_attention,
-                               reads_teacher_logits=False,
-                               doc="TinyBERT: MSE between pre-softmax attention scores"),
-    "tinybert_prediction": Term(prediction_loss, teacher=Collect(),
-                                doc="TinyBERT: soft cross-entropy at tinybert.temperature"),
-}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Intermediate(Term):
+  """The intermediate terms: they read the teacher's encoder, not its task head."""
+  layer_map: str = "uniform"
+  pairs: tuple = ()
+  reads_teacher_logits = False
+
+  @classmethod
+  def from_config(cls, config):
+    tb = config.tinybert
+    return cls(str(tb.layer_map), tuple(tuple(p) for p in tb.pairs))
+
+  def layer_pairs(self, s, t):
+    return layer_pairs(self.layer_map, self.pairs, s, t)
+
+
+@register_term("tinybert_embedding")
+@dataclasses.dataclass(frozen=True)
+class Embedding(_Intermediate):
+  doc = "TinyBERT: MSE between embedding outputs through W_e"
+  student = _HIDDEN
+  teacher = _HIDDEN
+
+  def init_params(self, key, s, t) -> dict:
+    return _projection(key, s.hidden_size, t.hidden_size)  # W_e, separate from W_h
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    return losses.tinybert_embedding_loss(
+        x.student.hidden_states[0], x.teacher.hidden_states[0], _mask(x),
+        projection_kernel=x.aux.get("kernel"), projection_bias=x.aux.get("bias"),
+        example_weight=x.batch["example_weight"])
+
+
+@register_term("tinybert_hidden")
+@dataclasses.dataclass(frozen=True)
+class Hidden(_Intermediate):
+  doc = "TinyBERT: MSE between layer outputs through W_h over tinybert.layer_map"
+  student = _HIDDEN
+  teacher = _HIDDEN
+
+  def init_params(self, key, s, t) -> dict:
+    self.layer_pairs(s, t)  # a bad layer map fails at setup, not at the first step
+    return _projection(key, s.hidden_size, t.hidden_size)  # W_h
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    return losses.sum_over_layer_pairs(
+        losses.tinybert_hidden_loss, x.student.hidden_states, x.teacher.hidden_states,
+        self.layer_pairs(x.student_cfg, x.teacher_cfg),
+        what="tinybert_hidden pair", index_name="hidden-state index", attention_mask=_mask(x),
+        projection_kernel=x.aux.get("kernel"), projection_bias=x.aux.get("bias"),
+        example_weight=x.batch["example_weight"])
+
+
+@register_term("tinybert_attention")
+@dataclasses.dataclass(frozen=True)
+class Attention(_Intermediate):
+  doc = "TinyBERT: MSE between pre-softmax attention scores"
+  student = _SCORES
+  teacher = _SCORES
+
+  def init_params(self, key, s, t) -> dict:
+    _check_heads(s, t)  # checked at setup so the run fails before any training
+    self.layer_pairs(s, t)
+    return {}
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    _check_heads(x.student_cfg, x.teacher_cfg)
+    # Attention tuples start at layer 1: layer m is index m - 1.
+    pairs = [(i - 1, j - 1) for i, j in self.layer_pairs(x.student_cfg, x.teacher_cfg)]
+    return losses.sum_over_layer_pairs(
+        losses.tinybert_attention_loss, x.student.attention_scores, x.teacher.attention_scores,
+        pairs, what="tinybert_attention pair", index_name="attention layer index",
+        attention_mask=_mask(x), example_weight=x.batch["example_weight"])
+
+
+@register_term("tinybert_prediction")
+@dataclasses.dataclass(frozen=True)
+class Prediction(Term):
+  temperature: float = 1.0
+  doc = "TinyBERT: soft cross-entropy at tinybert.temperature"
+  teacher = Collect()
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(float(config.tinybert.temperature))
+
+  def __call__(self, x: Inputs) -> jax.Array:
+    if x.student_cfg.problem_type == "regression":
+      raise ValueError("tinybert_prediction needs class logits but the task is regression; "
+                       "use losses.logit_mse (TinyBERT's own choice for STS-B) instead")
+    return losses.tinybert_prediction_loss(x.student.logits, x.teacher.logits, self.temperature,
+                                           example_weight=x.batch["example_weight"])
+
+
+@register_stage_kind("tinybert_augment")
 def augment_stage(config, workdir: Path) -> str:
   """Stage kind `tinybert_augment`: writes workdir/train_augmented.jsonl (once)."""
-  from jaxdistill.data.augment_tinybert import run_augment_stage
-  return str(run_augment_stage(config, Path(workdir)))
+  return str(augment_tinybert.run_augment_stage(config, Path(workdir)))
 
 
-STAGE_RUNNERS = {"tinybert_augment": augment_stage}
+register("tinybert")(Distill)  # the recipe's label: the composite method runs its terms

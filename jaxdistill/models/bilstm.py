@@ -264,10 +264,4 @@ def load(model_dir: Path, hf_cfg: dict, *, seed: int = 0, head: Optional[dict] =
   return with_params(abstract, unflatten(flat)), fresh
 
 
-def build_student(config, task, source: str, head: dict):
-  """Delegates to jaxdistill.methods.bilstm (it reads the config's `bilstm` section)."""
-  from jaxdistill.methods.bilstm import build_student as build
-  return build(config, task, source, head)
-
-
-ARCH = registry.Arch(name="bilstm", model_cls=BiLSTM, build_student=build_student, load=load, save=save)
+ARCH = registry.Arch(name="bilstm", model_cls=BiLSTM, load=load, save=save)

@@ -284,11 +284,11 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
   return tree
 
 
-def _abstract(cfg: MobileBertConfig, seed: int = 0):
+def abstract_model(cfg: MobileBertConfig, seed: int = 0):
   return nnx.eval_shape(lambda: MobileBertModel(cfg, rngs=nnx.Rngs(seed)))
 
 
-def _fill_fresh(cfg, params: dict, abstract, seed: int):
+def fill_fresh(cfg, params: dict, abstract, seed: int):
   """`abstract` with `params` as its params; those `params` lacks start as hub.init_fresh
   initialises BERT's. Returns (model, the dotted names initialised)."""
   like, have = flatten(hub.params_of(abstract)), flatten(params)
@@ -329,68 +329,10 @@ def load(model_dir: Path, config_dict: dict, *, seed: int = 0, head: Optional[di
   params = unflatten(hub.read_hf_weights(model_dir))
   if (old.num_labels, old.problem_type) != (cfg.num_labels, cfg.problem_type):
     params.pop("classifier", None)
-  model, fresh = _fill_fresh(cfg, params, _abstract(cfg, seed), seed)
+  model, fresh = fill_fresh(cfg, params, abstract_model(cfg, seed), seed)
   if fresh:
     log.info("%s: freshly initialised %s", model_dir, ", ".join(sorted(fresh)))
   return model, fresh
 
 
-def student_config(config, bert: BertConfig) -> MobileBertConfig:
-  """config.mobilebert.* with 0 / "" = the BERT source's value; its head as loaded."""
-  m = config.mobilebert
-  return MobileBertConfig(
-      vocab_size=bert.vocab_size, hidden_size=m.hidden_size or bert.hidden_size,
-      intra_size=m.intra_size, num_layers=m.num_layers or bert.num_layers,
-      num_heads=m.num_heads or bert.num_heads, num_ffn=m.num_ffn,
-      intermediate_size=m.intermediate_size, embedding_size=m.embedding_size,
-      key_query_shared_bottleneck=m.key_query_shared_bottleneck, normalization=m.normalization,
-      max_position_embeddings=bert.max_position_embeddings, type_vocab_size=bert.type_vocab_size,
-      hidden_act=m.hidden_act or bert.hidden_act, pad_token_id=bert.pad_token_id,
-      num_labels=bert.num_labels, problem_type=bert.problem_type, label_names=bert.label_names,
-      dtype=config.train.dtype)
-
-
-def copied_from_bert(cfg: MobileBertConfig, bert_params: dict, bert_fresh: list[str], config) -> dict:
-  """What a MobileBERT as wide as a BERT checkpoint starts from: its embeddings (the TF Model
-  Garden's progressive distillation copies the teacher's) and, with mobilebert.copy_head,
-  its pooler and trained classifier."""
-  m, out = config.mobilebert, {}
-  if m.copy_embeddings:
-    e = bert_params["embeddings"]
-    out["embeddings"] = {k: e[k] for k in ("position", "token_type")}
-    if cfg.embedding_size == 0:
-      out["embeddings"]["word"] = e["word"]
-    if cfg.normalization == "layer_norm":  # a LayerNorm's affine means nothing to NoNorm
-      out["embeddings"]["norm"] = e["norm"]
-  if m.copy_head:
-    out["pooler"] = bert_params["pooler"]
-    if not any(f.startswith("classifier") for f in bert_fresh):
-      out["classifier"] = bert_params["classifier"]
-  return out
-
-
-def build_student(config, task, source: str, head: dict):
-  """A MobileBERT student: loaded when `source` is a MobileBERT export (a previous stage),
-  else random from config.mobilebert.* with the BERT source's embeddings (and head) copied."""
-  model_dir = hub.resolve_model_dir(source)
-  hf = hub.read_hf_config(model_dir)
-  if registry.arch_of_checkpoint(hf) == "mobilebert":
-    model, fresh = load(model_dir, hf, seed=config.seed, head=head, dtype=config.train.dtype)
-    return model.config, hub.params_of(model), fresh
-  bert, bert_fresh = hub.load_pretrained(str(model_dir), seed=config.seed, **head)
-  cfg = student_config(config, bert.config)
-  if (config.mobilebert.copy_embeddings or config.mobilebert.copy_head) and \
-      cfg.hidden_size != bert.config.hidden_size:
-    raise ValueError(f"mobilebert.hidden_size={cfg.hidden_size} differs from the source's "
-                     f"{bert.config.hidden_size}; set mobilebert.copy_embeddings=False and "
-                     "mobilebert.copy_head=False, or keep hidden_size=0 (the source's width)")
-  copied = copied_from_bert(cfg, hub.params_of(bert), bert_fresh, config)
-  model, fresh = _fill_fresh(cfg, copied, _abstract(cfg, config.seed), config.seed)
-  log.info("mobilebert student: %d layers, %d -> %d -> %d wide; copied from %s: %s",
-           cfg.num_layers, cfg.hidden_size, cfg.intra_size, cfg.hidden_size, source,
-           ", ".join(sorted(copied)) or "nothing")
-  return cfg, hub.params_of(model), fresh
-
-
-ARCH = registry.Arch(name="mobilebert", model_cls=MobileBertModel, build_student=build_student,
-                     load=load, save=save)
+ARCH = registry.Arch(name="mobilebert", model_cls=MobileBertModel, load=load, save=save)

@@ -8,6 +8,9 @@ model is called like BertModel:
     model(input_ids, attention_mask, token_type_ids, *, dropout_key=None, collect=Collect())
         -> BertOutput  (logits always; internals as far as the architecture has them)
 
+How a run's config builds such a student is the methods layer's business
+(`methods.base.register_student_arch`): models take only their own dataclass configs.
+
 Checkpoints are written by `hub.save_pretrained` with `"jaxdistill_arch": "<name>"` in
 config.json, which `hub.load_pretrained` reads to pick the loader.
 """
@@ -27,9 +30,6 @@ MODULES = {"mobilebert": "jaxdistill.models.mobilebert", "bilstm": "jaxdistill.m
 class Arch:
   name: str
   model_cls: type
-  # (config, task, source: str (student.source, else the teacher's checkpoint dir),
-  #  head: dict of num_labels/problem_type or label_names) -> (cfg, params, fresh)
-  build_student: Callable[..., tuple[Any, dict, list[str]]]
   # (model_dir: Path, hf-style config dict, seed, head overrides) -> (model, fresh)
   load: Callable[..., tuple[Any, list[str]]]
   # (cfg, host params, out_dir: Path) -> None: writes config.json (with ARCH_KEY) + weights

@@ -1,7 +1,10 @@
 """python -m jaxdistill.train --config configs/kd.py[:tiny] --workdir runs/kd [--config.a.b=v ...]
 
-Multi-process runs start this same command in every process (see jaxdistill/distributed.py
-and launch/)."""
+The command line: parses and checks the config (no JAX imported yet, so a bad key fails in
+well under a second), then sets the process-wide state a run wants (logging, glibc malloc,
+the XLA compilation cache, jax.distributed), then runs the pipeline. Multi-process runs start
+this same command in every process (see jaxdistill/distributed.py and launch/).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,25 @@ import logging
 import os
 import sys
 
-from jaxdistill.config_lib import ConfigError, apply_override, load_config, parse_overrides
+from jaxdistill.config_lib import ConfigError, apply_overrides, load_config, parse_overrides
+
+
+def cache_root() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "jaxdistill")
+
+
+def enable_compilation_cache(jax) -> None:
+  """Keeps compiled XLA programs on disk: a resumed run, the next stage or the next method
+  with the same shapes skips compilation (tens of seconds on a CPU)."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def setup_logging() -> None:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  for noisy in ("absl", "orbax", "jax._src", "httpx", "datasets"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv=None) -> int:
@@ -18,27 +39,27 @@ def main(argv=None) -> int:
   parser.add_argument("--config", required=True, help="configs/<name>.py[:variant]")
   parser.add_argument("--workdir", default="", help="run directory (default runs/<config name>)")
   args, rest = parser.parse_known_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-  for noisy in ("absl", "orbax", "jax._src", "httpx", "datasets"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+  setup_logging()
   try:
     config = load_config(args.config)
-    for key, value in parse_overrides(rest):
-      apply_override(config, key, value)
+    apply_overrides(config, parse_overrides(rest))
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("runs", config.name)
-  from jaxdistill import distributed, host_memory
+  # Heavy imports and process-wide settings: only now that the config is known to be good.
+  import jax  # noqa: PLC0415  (after the checks: a bad flag must not wait for JAX)
+
+  from jaxdistill import distributed, host_memory, pipeline  # noqa: PLC0415
   host_memory.keep_freed_memory()  # XLA CPU buffers are reused instead of faulted in each step
+  enable_compilation_cache(jax)
   try:  # multi-process runs connect before any JAX computation
     distributed.initialize(config)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from jaxdistill.train.loop import train_and_evaluate  # after arg checks: imports JAX
   try:
-    train_and_evaluate(config, workdir)
+    pipeline.run(config, workdir)
   except (ValueError, FileNotFoundError, ImportError) as e:
     if os.environ.get("JAXDISTILL_TRACEBACK"):
       raise

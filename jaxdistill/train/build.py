@@ -12,10 +12,9 @@ from typing import NamedTuple, Optional
 import jax
 from flax import nnx
 
-from jaxdistill.methods import theseus
+from jaxdistill.methods.base import STUDENT_ARCHS, Method
 from jaxdistill.models import BertConfig, BertModel, registry
 from jaxdistill.models.hub import load_pretrained, params_of
-from jaxdistill.train import terms
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,19 @@ def select_layers(cfg: BertConfig, params: dict, layers: tuple[int, ...]) -> tup
   return cfg.replace(num_layers=len(layers)), new
 
 
-def build_student(config, task, teacher_source: Optional[str]) -> Built:
+def build_student(config, task, teacher_source: Optional[str], method: Method) -> Built:
   s = config.student
   source = s.source or teacher_source
   if not source:
     raise ValueError("student.source is empty and there is no teacher to copy; set "
                      "--config.student.source to a checkpoint directory or 'all-MiniLM-L6-v2'")
   numerics = dict(dtype=config.train.dtype)
-  if s.mlm_head or terms.collect_for(config)[0].mlm_logits:  # e.g. DistilBERT's MLM loss
+  if s.mlm_head or method.needs_mlm_head()[0]:  # e.g. DistilBERT's MLM loss
     numerics["mlm_head"] = True
-  if s.arch != "bert":  # MobileBERT, BiLSTM: jaxdistill/models/registry.py
-    cfg, params, fresh = registry.get(s.arch).build_student(config, task, source, head_overrides(task))
+  if s.arch != "bert":  # MobileBERT, BiLSTM: built by their methods/ modules
+    if s.arch not in STUDENT_ARCHS:
+      raise ValueError(f"student.arch={s.arch!r}; use one of {', '.join(('bert', *STUDENT_ARCHS))}")
+    cfg, params, fresh = STUDENT_ARCHS[s.arch](config, task, source, head_overrides(task))
     return Built(cfg, params, fresh)
   if s.init == "random":
     model, _ = load_pretrained(source, seed=config.seed, **head_overrides(task), **numerics)
@@ -72,25 +73,24 @@ def build_student(config, task, teacher_source: Optional[str]) -> Built:
   return Built(cfg, params, fresh)
 
 
-def teacher_head_used(config, task) -> bool:
+def teacher_head_used(config, task, method: Method) -> bool:
   """Whether the run reads the teacher's task head: a loss on its logits, Theseus (the
   predecessor's classifier is the model's) or the compression report on a labelled task (its
   accuracy). Terms on its encoder or MLM head alone (DistilBERT's general distillation) do
   not, so a checkpoint whose classifier never trained (an MLM-head-only stage's export) may
   teach them."""
   labelled = task.is_regression or bool(task.label_names)
-  return theseus.enabled(config) or (bool(config.report.compression) and labelled) or any(
-      t.teacher is not None and t.reads_teacher_logits for _, t in terms.active_terms(config).values())
+  return method.reads_teacher_logits() or (bool(config.report.compression) and labelled)
 
 
-def build_teacher(source: str, config, task) -> Built:
-  extra = {"mlm_head": True} if terms.collect_for(config)[1].mlm_logits else {}
+def build_teacher(source: str, config, task, method: Method) -> Built:
+  extra = {"mlm_head": True} if method.needs_mlm_head()[1] else {}
   model, fresh = load_pretrained(source, seed=config.seed, dtype=config.train.dtype, **extra)
   cfg = model.config
   if extra and any(f.startswith("mlm_") for f in fresh):  # a random MLM head teaches noise
     raise ValueError(f"teacher {source} has no MLM head but a loss reads its MLM logits; fit one "
                      "first (the teacher_mlm stage of configs/distilbert.py)")
-  if not teacher_head_used(config, task):
+  if not teacher_head_used(config, task, method):
     return Built(cfg, params_of(model), fresh)
   if task.is_regression != (cfg.problem_type == "regression") or (
       not task.is_regression and cfg.num_labels != task.num_labels):

@@ -1,9 +1,10 @@
-"""The train loop every method runs through: mesh, data, models, step, checkpoints, report.
+"""The train loop: one stage of a run (jaxdistill/pipeline.py expands a run into stages).
 
-`train_and_evaluate(config, workdir)` is resumable: run the same command in the same workdir
-and it continues from the last checkpoint, ending with the params an uninterrupted run ends
-with. A config with `teacher.finetune=True` first fine-tunes the teacher in its own workdir
-(stage 1, itself resumable and skipped once done), then distils (stage 2).
+`train_stage(config, workdir)` builds the mesh, data, method, models and jitted step, then
+trains, evaluates, checkpoints, exports and reports. It is resumable: run it again in the
+same workdir and it continues from the last checkpoint, ending with the params an
+uninterrupted run ends with. It never calls itself and sets no process-wide state (the CLI
+does: compilation cache, malloc, logging).
 
 The same code runs on one device, many, or many processes (jaxdistill/distributed.py): each
 process feeds its rows of every batch, every process takes part in checkpoints and collectives,
@@ -12,6 +13,7 @@ and only process 0 writes metrics, reports and exports.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,51 +26,21 @@ from jax.sharding import NamedSharding
 
 from jaxdistill import data as data_lib
 from jaxdistill import distributed
-from jaxdistill.methods import theseus
+from jaxdistill import methods
+from jaxdistill.methods.base import RunInfo
 from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
-from jaxdistill.train import build, preempt, sharding, terms
+from jaxdistill.train import build, preempt, sharding
 from jaxdistill.train.checkpoint import Checkpoints
+from jaxdistill.train.compression import compression_report
 from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
 from jaxdistill.train.logs import MetricWriter, ProgressBar
-from jaxdistill.train.step import (init_state, make_mesh, make_optimizer, make_predict, make_train_step,
-                                   train_shardings)
+from jaxdistill.train.step import (init_state, jit_train_step, make_mesh, make_optimizer, make_predict,
+                                   models_of, optimizer_labels, state_sharding, teacher_inputs,
+                                   teacher_shardings)
 
 log = logging.getLogger(__name__)
 DONE = "DONE"  # marker written into export/ once a run has finished
-
-
-def finetune_config(config):
-  """The stage-1 config that fine-tunes `teacher.source` on the task with the labels alone."""
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    c.name, c.method = f"{config.name}_teacher", "finetune"
-    c.student.source, c.student.init, c.student.layers = config.teacher.source, "pretrained", ()
-    c.teacher.source, c.teacher.finetune = "", False
-    c.theseus.enabled = False
-    for k in c.losses:
-      c.losses[k] = 0.0
-    c.losses.hard_ce = 1.0
-    c.train.epochs, c.optim.lr = config.teacher.epochs, config.teacher.lr
-    # A multi-stage method's first train stage fine-tunes the teacher with its own config:
-    # none of that stage's restrictions (frozen params, a step cap, augmented data, an MLM
-    # head, a non-BERT student) may leak into the teacher.
-    c.optim.train_only, c.optim.freeze, c.train.max_steps = (), (), 0
-    c.data.train_override, c.student.mlm_head, c.student.arch = "", False, "bert"
-  return c
-
-
-def teacher_stage(config, workdir: Path) -> str:
-  """The teacher checkpoint directory: given, or fine-tuned here first (stage 1)."""
-  if not config.teacher.finetune:
-    return config.teacher.source
-  if not config.teacher.source:
-    raise ValueError("teacher.finetune=True needs teacher.source (the checkpoint to fine-tune)")
-  tdir = Path(config.teacher.workdir or workdir / "teacher")
-  if not (tdir / "export" / DONE).exists():
-    log.info("stage 1: fine-tuning the teacher %s in %s", config.teacher.source, tdir)
-    train_and_evaluate(finetune_config(config), tdir)
-  return str(tdir / "export")
 
 
 def eval_splits(task) -> list[str]:
@@ -88,44 +60,43 @@ def cache_root() -> str:
   return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "jaxdistill")
 
 
-def enable_compilation_cache() -> None:
-  """Keeps compiled XLA programs on disk: a resumed run, the next stage or the next method
-  with the same shapes skips compilation (tens of seconds on a CPU)."""
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+def load_teachers(config, method, task, sources: tuple, student, tok_source: str, tokenizer) -> list:
+  """Each teacher checkpoint, built and checked against the student (ids, lengths, labels)."""
+  teachers = [build.build_teacher(src, config, task, method) for src in sources]
+  for src, teacher in zip(sources, teachers):
+    build.check_pair(student.cfg, teacher.cfg)
+    build.check_max_length(config.data.max_length, teacher.cfg, "teacher", src)
+    build.check_tokenizers(tok_source, src, tokenizer)
+  if teachers and tokenizer.vocab_size > student.cfg.vocab_size:
+    raise ValueError("the tokenizer has more ids than the model's vocabulary; use the model's tokenizer")
+  return teachers
 
 
-def train_and_evaluate(config, workdir) -> dict:
-  enable_compilation_cache()
-  if config.stages:  # a multi-stage method: each stage is a run like this one
-    from jaxdistill.train.stages import run_stages
-    return run_stages(config, workdir, train_and_evaluate)
+def train_stage(config, workdir) -> dict:
+  """Runs one stage in `workdir`; returns its summary (metrics, params, report)."""
+  if config.teacher.finetune or config.stages:
+    raise ValueError("train_stage runs one stage: expand teacher.finetune and config.stages "
+                     "with jaxdistill.pipeline.run (python -m jaxdistill.train does)")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   main = distributed.is_main()
   if main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   t_start = time.time()
-
-  # ---- Teacher (stage 1 when it must be fine-tuned first) ----
-  teacher_source = teacher_stage(config, workdir)
-  # BERT-of-Theseus with successor fine-tuning: module replacing runs first in
-  # workdir/replacing (stage 2) and this run fine-tunes its export (stage 3).
-  config = theseus.replacing_stage(config, workdir, teacher_source, train_and_evaluate)
-  if terms.needs_teacher(config) and not teacher_source:
-    raise ValueError("the configured losses need a teacher; set teacher.source (and "
+  method = methods.get(config)
+  teacher_source = config.teacher.source
+  sources = method.teacher_sources(teacher_source)
+  if method.teacher_use() != "none" and not sources:
+    raise ValueError("the configured method needs a teacher; set teacher.source (and "
                      "teacher.finetune=True to fine-tune it on the task first)")
   # A named teacher no loss reads is still loaded for the compression report (the step
   # never runs its forward then).
-  keep = terms.needs_teacher(config) or (config.report.compression and config.teacher.source)
-  teacher_source = teacher_source if keep else ""
+  if not sources and config.report.compression and teacher_source:
+    sources = (teacher_source,)
 
-  # ---- Mesh ----
+  # ---- Mesh and data ----
   mesh = make_mesh(config)
   batch_sharding = NamedSharding(mesh, sharding.BATCH)
-
-  # ---- Data ----
   tok_source = config.student.source or teacher_source
   tokenizer = load_tokenizer(tok_source)
   cache_dir = config.cache_dir or os.path.join(cache_root(), "data")
@@ -140,34 +111,34 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.train.max_steps:
     total_steps = min(total_steps, config.train.max_steps)
 
-  # ---- Models ----
-  teacher = build.build_teacher(teacher_source, config, task) if teacher_source else None
-  student = build.build_student(config, task, teacher_source)
+  # ---- Models and method ----
+  student = build.build_student(config, task, teacher_source, method)
   build.check_max_length(config.data.max_length, student.cfg, "student", tok_source)
-  if teacher is not None:
-    build.check_pair(student.cfg, teacher.cfg)
-    build.check_max_length(config.data.max_length, teacher.cfg, "teacher", teacher_source)
-    build.check_tokenizers(tok_source, teacher_source, tokenizer)
-    if tokenizer.vocab_size > student.cfg.vocab_size:
-      raise ValueError("the tokenizer has more ids than the model's vocabulary; use the model's tokenizer")
-  aux = terms.init_aux(jax.random.key(config.seed + 1), config, student.cfg,
-                       teacher.cfg if teacher else None)
+  teachers = load_teachers(config, method, task, sources, student, tok_source, tokenizer)
+  in_step = method.teacher_use() != "none"  # otherwise only the report reads the teacher
+  step_teachers = teachers if in_step else []
+  method.setup(RunInfo(student.cfg, tuple(t.cfg for t in step_teachers), total_steps))
+  cached = bool(step_teachers) and method.teacher_use() == "logits" and config.train.cache_teacher_logits
+  models = models_of(student.cfg, tuple(t.cfg for t in step_teachers))
 
   # ---- Step ----
-  tx = make_optimizer(config, total_steps)
-  t_cfg, rules = teacher.cfg if teacher else None, sharding.rules_of(config)
-  train_step = make_train_step(config, mesh, student.cfg, t_cfg, tx)
+  tx = make_optimizer(config, total_steps, optimizer_labels(config, method))
+  rules = sharding.rules_of(config)
+  train_step = jit_train_step(config, mesh, method, models, tx, cached=cached)
   predict = make_predict(mesh, student.cfg, rules)
-  state_sharding, teacher_sharding = train_shardings(config, mesh, student.cfg, t_cfg, tx)
-  state = sharding.put(init_state(config, student.params, aux, tx), state_sharding)
-  if teacher is not None:  # placed once, as the step and the predictions expect it
-    teacher = teacher._replace(params=sharding.put(teacher.params, teacher_sharding))
-  teacher_params = teacher.params if teacher else None
+  state = sharding.put(init_state(student.params, method.init_params(config.seed), tx),
+                       state_sharding(config, mesh, method, student.cfg, tx))
+  placed = teacher_shardings(mesh, tuple(t.cfg for t in teachers), rules, cached=False).params or ()
+  teachers = [t._replace(params=sharding.put(t.params, sh)) for t, sh in zip(teachers, placed)]
+  teacher_params = tuple(t.params for t in teachers[:len(step_teachers)]) or None
   cached_logits = None
-  if teacher is not None and config.train.cache_teacher_logits and terms.teacher_logits_suffice(config):
-    log.info("caching the teacher's logits over the %d train examples", len(task.splits["train"]))
-    cached_logits = predict_split(make_predict(mesh, teacher.cfg, rules, role="teacher"),
-                                  teacher_params, task, "train", config, batch_sharding)[0]
+  if cached:
+    log.info("caching %d teacher(s)' logits over the %d train examples", len(teachers),
+             len(task.splits["train"]))
+    cached_logits = np.stack([predict_split(make_predict(mesh, t.cfg, rules, role="teacher"), t.params,
+                                            task, "train", config, batch_sharding)[0]
+                              for t in teachers], axis=1)  # [N, T, C]
+    teacher_params = None
 
   # ---- Checkpoints: resume if this workdir has one ----
   ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
@@ -175,67 +146,13 @@ def train_and_evaluate(config, workdir) -> dict:
   if restored is not None:
     state = restored
     log.info("resumed from step %d in %s", int(state.step), workdir)
-  start = int(state.step)
 
   # ---- Train ----
   writer = MetricWriter(workdir, active=main)
-  eval_every = config.train.eval_every or steps_per_epoch
-  bar = ProgressBar(config.name, total_steps, start, active=main)
   layout = sharding.BatchLayout(batch_sharding, bs)  # this process's rows of each batch
-  step, pending, t_last, n_last = start, [], time.time(), start
-  # NaN/Inf steps are skipped in the step; their flags are read only at log and save points,
-  # and with train.nonfinite=stop nothing after a bad step is saved (train/preempt.py).
-  nonfinite = preempt.NonFiniteMonitor(config.train.nonfinite, workdir / "ckpt")
-  guard = preempt.PreemptionGuard().__enter__()  # SIGTERM: checkpoint, then exit 143
-  try:
-    for epoch in range(start // steps_per_epoch, config.train.epochs):
-      first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
-      for batch in layout.batches(task.splits["train"], train=True, seed=config.seed, epoch=epoch,
-                                  start_batch=first, drop_remainder=True,
-                                  bucket_multiple=config.train.bucket_multiple):
-        if step >= total_steps or step == (config.train.stop_after or -1):
-          break
-        if cached_logits is not None:  # padding rows (index -1) carry weight 0
-          batch["teacher_logits"] = cached_logits[np.maximum(batch["index"], 0)]
-        state, metrics = train_step(state, teacher_params, layout.put(batch))
-        step += 1
-        pending.append(metrics)
-        nonfinite.add(step, metrics["nonfinite"])
-        if step % config.train.log_every == 0 or step == total_steps:
-          logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-          logged["nonfinite"] *= len(pending)  # a count of skipped steps, not a mean
-          now = time.time()
-          logged["examples_per_s"] = (step - n_last) * bs / max(now - t_last, 1e-9)
-          t_last, n_last, pending = now, step, []
-          writer.write(step, {f"train/{k}": v for k, v in logged.items()})
-          bar.update(step, f"loss {logged['loss']:.4f}  {logged['examples_per_s']:.1f} ex/s")
-          nonfinite.check(ckpt.latest_step())
-        else:
-          bar.update(step, bar.progress.tasks[0].fields["info"])
-        if step % config.train.checkpoint_every == 0:
-          nonfinite.check(ckpt.latest_step())
-          ckpt.save(state)
-        if has_dev and (step % eval_every == 0 or step == total_steps):
-          nonfinite.check(ckpt.latest_step())
-          dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
-          writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
-          ckpt.save_best(step, state.trainable["student"], dev)
-          ckpt.save(state, force=True)
-        if guard.should_stop(step):
-          nonfinite.check(ckpt.latest_step())
-          ckpt.save(state, force=True)
-          raise preempt.preempted(step, workdir)
-    nonfinite.check(ckpt.latest_step())
-    ckpt.save(state, force=True)
-    if guard.received and step == total_steps:  # SIGTERM after the last step's check
-      raise preempt.preempted(step, workdir)
-  except (preempt.Preempted, preempt.NonFiniteError):
-    ckpt.close()  # waits until the last checkpoint is on disk
-    writer.close()
-    raise
-  finally:
-    guard.__exit__(None, None, None)
-    bar.close()
+  feed = functools.partial(teacher_inputs, teacher_params, cached_logits, layout=layout)
+  state, step = train_loop(config, workdir, state, train_step, feed, task, layout, ckpt, writer,
+                           predict, method, batch_sharding, steps_per_epoch, total_steps, has_dev)
   if step < total_steps:  # stopped early (train.stop_after): resumable, nothing final yet
     ckpt.close()
     writer.close()
@@ -263,8 +180,72 @@ def train_and_evaluate(config, workdir) -> dict:
                             tokenizer_dir=resolve_model_dir(tok_source))
       (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
     distributed.sync(f"export {workdir}")  # a next stage on any host reads it
-  if teacher is not None and config.report.compression and results:
-    from jaxdistill.train.compression import compression_report
-    summary["report"] = compression_report(config, task, mesh, batch_sharding, teacher, predict,
+  if teachers and config.report.compression and results:
+    summary["report"] = compression_report(config, task, mesh, batch_sharding, teachers[0], predict,
                                            params, results, workdir, summary["train_seconds"])
   return summary
+
+
+def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckpt, writer, predict,
+               method, batch_sharding, steps_per_epoch: int, total_steps: int, has_dev: bool):
+  """Steps from the state's step to total_steps (or train.stop_after): logs, checkpoints,
+  dev evaluations (each followed by the method's on_evaluate) and preemption. Returns
+  (state, step)."""
+  main, bs = distributed.is_main(), config.train.batch_size
+  start = int(state.step)
+  eval_every = config.train.eval_every or steps_per_epoch
+  bar = ProgressBar(config.name, total_steps, start, active=main)
+  step, pending, t_last, n_last = start, [], time.time(), start
+  # NaN/Inf steps are skipped in the step; their flags are read only at log and save points,
+  # and with train.nonfinite=stop nothing after a bad step is saved (train/preempt.py).
+  nonfinite = preempt.NonFiniteMonitor(config.train.nonfinite, workdir / "ckpt")
+  guard = preempt.PreemptionGuard().__enter__()  # SIGTERM: checkpoint, then exit 143
+  try:
+    for epoch in range(start // steps_per_epoch, config.train.epochs):
+      first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
+      for batch in layout.batches(task.splits["train"], train=True, seed=config.seed, epoch=epoch,
+                                  start_batch=first, drop_remainder=True,
+                                  bucket_multiple=config.train.bucket_multiple):
+        if step >= total_steps or step == (config.train.stop_after or -1):
+          break
+        state, metrics = train_step(state, feed(batch), layout.put(batch))
+        step += 1
+        pending.append(metrics)
+        nonfinite.add(step, metrics["nonfinite"])
+        if step % config.train.log_every == 0 or step == total_steps:
+          logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+          logged["nonfinite"] *= len(pending)  # a count of skipped steps, not a mean
+          now = time.time()
+          logged["examples_per_s"] = (step - n_last) * bs / max(now - t_last, 1e-9)
+          t_last, n_last, pending = now, step, []
+          writer.write(step, {f"train/{k}": v for k, v in logged.items()})
+          bar.update(step, f"loss {logged['loss']:.4f}  {logged['examples_per_s']:.1f} ex/s")
+          nonfinite.check(ckpt.latest_step())
+        else:
+          bar.update(step, bar.progress.tasks[0].fields["info"])
+        if step % config.train.checkpoint_every == 0:
+          nonfinite.check(ckpt.latest_step())
+          ckpt.save(state)
+        if has_dev and (step % eval_every == 0 or step == total_steps):
+          nonfinite.check(ckpt.latest_step())
+          dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
+          writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
+          ckpt.save_best(step, state.trainable["student"], dev)
+          ckpt.save(state, force=True)
+          method.on_evaluate(step, state.trainable["student"], dev)
+        if guard.should_stop(step):
+          nonfinite.check(ckpt.latest_step())
+          ckpt.save(state, force=True)
+          raise preempt.preempted(step, workdir)
+    nonfinite.check(ckpt.latest_step())
+    ckpt.save(state, force=True)
+    if guard.received and step == total_steps:  # SIGTERM after the last step's check
+      raise preempt.preempted(step, workdir)
+  except (preempt.Preempted, preempt.NonFiniteError):
+    ckpt.close()  # waits until the last checkpoint is on disk
+    writer.close()
+    raise
+  finally:
+    guard.__exit__(None, None, None)
+    bar.close()
+  return state, step

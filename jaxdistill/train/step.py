@@ -1,58 +1,101 @@
-"""The optimizer and the jitted SPMD train and eval steps.
+"""The train step, the optimizer and the jitted eval forward.
 
-The step is one `jax.jit` program over a (data, fsdp) `Mesh` (jaxdistill/train/sharding.py):
-the batch is sharded over both axes, parameters and optimizer state are replicated or, with
-mesh.fsdp > 1, sharded over `fsdp` by the config's rules, and XLA inserts the collectives
-(gradient all-reduce, parameter all-gathers). The same program runs on one device or many,
-on one process or many. Only the trainable tree ({"student": ..., "aux": ...}) is
-differentiated and optimised; the teacher's params are a separate, never-donated argument
-under stop_gradient.
+`train_step` is a module-level pure function; the loop binds its static arguments (the
+method, the models' structure, the optimizer, the seed) with functools.partial and jits it
+over a (data, fsdp) `Mesh` with explicit shardings (`jit_train_step`). The batch is sharded
+over both axes, parameters and optimizer state are replicated or, with mesh.fsdp > 1,
+sharded over `fsdp` by the config's rules, and XLA inserts the collectives. Only the
+trainable tree ({"student": ..., "aux": ...}) is differentiated and optimised; the teacher
+arrives as `TeacherInputs` (params, or logits cached once per run), never donated.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxdistill.methods import theseus
-from jaxdistill.models import BertConfig, BertOutput, registry
-from jaxdistill.train import sharding, terms
+from jaxdistill.core import rng
+from jaxdistill.core.state import TeacherInputs, TrainState
+from jaxdistill.methods.base import Method, Models, StepOutputs, graphdef_of
+from jaxdistill.models import registry
+from jaxdistill.train import sharding
 from jaxdistill.train.sharding import make_mesh  # noqa: F401  (re-exported)
 
 
-class TrainState(NamedTuple):
-  step: jax.Array       # int32 scalar: optimizer steps taken (micro-steps with grad_accum)
-  trainable: dict       # {"student": params, "aux": {term: params}}
-  opt_state: optax.OptState
+def train_step(state: TrainState, teacher: TeacherInputs, batch: dict, *, method: Method,
+               models: Models, tx: optax.GradientTransformation, seed: int
+               ) -> tuple[TrainState, dict]:
+  """One optimizer (micro-)step: the method's forwards and loss, the update, the NaN guard."""
+  key = rng.step_key(seed, state.step)  # the same key for the same step, always
+
+  def loss_fn(trainable):
+    b = method.prepare_batch(batch, key)  # e.g. MLM masking, before both forwards
+    student = method.student_forward(models, trainable, teacher.params, b, key, state.step)
+    teachers = method.teacher_forward(models, teacher, b)
+    return method.loss(StepOutputs(student, teachers, b, trainable, teacher.params, state.step))
+
+  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
+  updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+  trainable = optax.apply_updates(state.trainable, updates)
+  grad_norm = optax.tree.norm(grads)
+  # A NaN/Inf loss or gradient skips the update: params and optimizer state stay as they
+  # were (the step counter still advances past the batch). The flag goes out with the
+  # metrics, which the host reads only when it logs or checkpoints (train/preempt.py).
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                      (trainable, opt_state), (state.trainable, state.opt_state))
+  metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32),
+             **{f"loss/{k}": v for k, v in parts.items()}}
+  return TrainState(state.step + 1, trainable, opt_state), metrics
 
 
-def graphdef_of(cfg: BertConfig):
-  """The model's static structure, without initialising any weights."""
-  return nnx.graphdef(nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0))))
+def models_of(student_cfg, teacher_cfgs: tuple = ()) -> Models:
+  return Models(graphdef_of(student_cfg), student_cfg,
+                tuple(graphdef_of(c) for c in teacher_cfgs), tuple(teacher_cfgs))
 
 
-def abstract_params(cfg: BertConfig) -> dict:
+def abstract_params(cfg) -> dict:
   """The model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
   model = nnx.eval_shape(lambda: registry.model_class(cfg)(cfg, rngs=nnx.Rngs(0)))
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def train_shardings(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Optional[BertConfig], tx):
-  """(train state, teacher params) NamedShardings for this config's models and optimizer."""
-  aux = jax.eval_shape(lambda: terms.init_aux(jax.random.key(0), config, student_cfg, teacher_cfg))
-  state = jax.eval_shape(lambda p, a: init_state(config, p, a, tx), abstract_params(student_cfg), aux)
+def teacher_shardings(mesh: Mesh, teacher_cfgs: tuple, rules, *, cached: bool) -> TeacherInputs:
+  """Where the step's TeacherInputs live: params by the rules; cached [B, T, C] logits like
+  the batch."""
+  if cached:
+    return TeacherInputs(None, NamedSharding(mesh, sharding.BATCH))
+  if not teacher_cfgs:
+    return TeacherInputs(None, None)
+  return TeacherInputs(tuple(sharding.param_shardings(mesh, abstract_params(c), rules, role="teacher")
+                             for c in teacher_cfgs), None)
+
+
+def state_sharding(config, mesh: Mesh, method: Method, student_cfg, tx):
+  aux = jax.eval_shape(lambda: method.init_params(config.seed))
+  state = jax.eval_shape(lambda p, a: init_state(p, a, tx), abstract_params(student_cfg), aux)
+  return sharding.state_shardings(mesh, state, sharding.rules_of(config))
+
+
+def jit_train_step(config, mesh: Mesh, method: Method, models: Models, tx, *, cached: bool):
+  """train_step with its static arguments bound, jitted with explicit shardings."""
   rules = sharding.rules_of(config)
-  teacher = (sharding.param_shardings(mesh, abstract_params(teacher_cfg), rules, role="teacher")
-             if teacher_cfg is not None else None)
-  return sharding.state_shardings(mesh, state, rules), teacher
+  s_sharding = state_sharding(config, mesh, method, models.student_cfg, tx)
+  t_sharding = teacher_shardings(mesh, models.teacher_cfgs, rules, cached=cached)
+  step = functools.partial(train_step, method=method, models=models, tx=tx, seed=config.seed)
+  return jax.jit(step, in_shardings=(s_sharding, t_sharding, NamedSharding(mesh, sharding.BATCH)),
+                 out_shardings=(s_sharding, NamedSharding(mesh, P())), donate_argnums=(0,))
 
 
+# ---- The optimizer -------------------------------------------------------------------------
 def _schedule(lr: float, total_steps: int, warmup_ratio: float):
   warmup = max(1, int(total_steps * warmup_ratio))
   return optax.join_schedules(
@@ -60,11 +103,13 @@ def _schedule(lr: float, total_steps: int, warmup_ratio: float):
        optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup))], [warmup])
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config, total_steps: int, labels_fn) -> optax.GradientTransformation:
   """AdamW with warmup and linear decay, global-norm clipping, optional accumulation.
 
-  Method parameters (`aux`, e.g. projections or LAD gates) get their own learning rate.
-  Biases and LayerNorm parameters (1-D) are not weight-decayed, as in BERT.
+  labels_fn(trainable) -> "student" / "aux" / "frozen" per leaf (the method's
+  `optimizer_labels`, then optim.train_only / optim.freeze). Method parameters (`aux`, e.g.
+  projections or LAD gates) get their own learning rate. Biases and LayerNorm parameters
+  (1-D) are not weight-decayed, as in BERT.
   """
   o = config.optim
 
@@ -75,92 +120,42 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
   tx = optax.chain(
       optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity(),
       optax.multi_transform({"student": adamw(o.lr), "aux": adamw(o.aux_lr or o.lr),
-                             "frozen": optax.set_to_zero()}, lambda tree: _labels(config, tree)))
+                             "frozen": optax.set_to_zero()}, labels_fn))
   if o.grad_accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=o.grad_accum)
   return tx
 
 
-def _labels(config, tree: dict) -> dict:
-  labels = {k: jax.tree.map(lambda _: k, v) for k, v in tree.items()}
-  if theseus.enabled(config):  # module replacing trains the successor layers alone
-    labels["student"] = theseus.student_labels(tree["student"])
+def optimizer_labels(config, method: Method):
+  """The method's labels with optim.train_only / optim.freeze applied on top."""
   only = [re.compile(p) for p in config.optim.train_only]
   frozen = [re.compile(p) for p in config.optim.freeze]
-  if only or frozen:  # e.g. MobileBERT's layer-wise stages, an MLM head fitted alone
 
-    def label(path, current):
+  def labels_fn(tree: dict) -> dict:
+    labels = method.optimizer_labels(tree)
+    if not (only or frozen):
+      return labels
+
+    def label(path, current):  # e.g. MobileBERT's layer-wise stages, an MLM head fitted alone
       name = sharding.path_name(path)
       if (only and not any(p.search(name) for p in only)) or any(p.search(name) for p in frozen):
         return "frozen"
       return current
 
-    labels = jax.tree_util.tree_map_with_path(label, labels)
-  return labels
+    return jax.tree_util.tree_map_with_path(label, labels)
+
+  return labels_fn
 
 
-def make_train_step(config, mesh: Mesh, student_cfg: BertConfig, teacher_cfg: Optional[BertConfig],
-                    tx: optax.GradientTransformation):
-  """Returns step(state, teacher_params, batch) -> (state, metrics), jitted with shardings."""
-  s_graph = graphdef_of(student_cfg)
-  t_graph = graphdef_of(teacher_cfg) if teacher_cfg is not None else None
-  s_collect, t_collect = terms.collect_for(config)
-  base_key = jax.random.key(config.seed)
-  # BERT-of-Theseus: the student's forward is the predecessor with modules replaced.
-  replacing = (theseus.make_replacing_forward(config, s_graph, t_graph, student_cfg, teacher_cfg)
-               if theseus.enabled(config) else None)
-  t_forward = t_graph is not None and terms.needs_teacher_outputs(config)
-
-  def forward_pair(trainable, teacher_params, batch, key, step):
-    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-    if replacing is not None:
-      s_out = replacing(trainable["student"], teacher_params, batch, key, step, s_collect)
-    else:
-      s_out = nnx.merge(s_graph, trainable["student"])(ids, mask, types, dropout_key=key,
-                                                       collect=s_collect)
-    t_out = None
-    if "teacher_logits" in batch:  # cached once per run (train.cache_teacher_logits)
-      t_out = BertOutput(last_hidden=jnp.zeros(()), logits=batch["teacher_logits"])
-    elif t_forward:
-      t_out = nnx.merge(t_graph, teacher_params)(ids, mask, types, collect=t_collect)
-      t_out = jax.lax.stop_gradient(t_out)
-    return s_out, t_out
-
-  def loss_fn(trainable, teacher_params, batch, key, step):
-    batch = terms.prepare_batch(batch, key, config, student_cfg)  # e.g. MLM masking
-    s_out, t_out = forward_pair(trainable, teacher_params, batch, key, step)
-
-    def inputs(name):
-      return terms.Inputs(s_out, t_out, batch, trainable["aux"].get(name, {}), config,
-                          student_cfg, teacher_cfg, trainable["student"], teacher_params)
-
-    return terms.total_loss(inputs, config)
-
-  def step(state: TrainState, teacher_params, batch):
-    key = jax.random.fold_in(base_key, state.step)  # the same key for the same step, always
-    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.trainable, teacher_params, batch, key, state.step)
-    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
-    trainable = optax.apply_updates(state.trainable, updates)
-    grad_norm = optax.tree.norm(grads)
-    # A NaN/Inf loss or gradient skips the update: params and optimizer state stay as they
-    # were (the step counter still advances past the batch). The flag goes out with the
-    # metrics, which the host reads only when it logs or checkpoints (train/preempt.py).
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                        (trainable, opt_state), (state.trainable, state.opt_state))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32),
-               **{f"loss/{k}": v for k, v in parts.items()}}
-    return TrainState(state.step + 1, trainable, opt_state), metrics
-
-  state_sharding, teacher_sharding = train_shardings(config, mesh, student_cfg, teacher_cfg, tx)
-  replicated = NamedSharding(mesh, P())
-  return jax.jit(step, in_shardings=(state_sharding, teacher_sharding or replicated,
-                                     NamedSharding(mesh, sharding.BATCH)),
-                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+def init_state(params: dict, aux: dict, tx) -> TrainState:
+  # A copy, so donating the train state can never free arrays it shares with the teacher
+  # (a student built from teacher layers shares its embedding arrays).
+  trainable = jax.tree.map(jnp.array, {"student": params, "aux": aux})
+  return TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
 
 
-def make_predict(mesh: Mesh, cfg: BertConfig, rules=(), role: str = "student"):
+# ---- Evaluation ----------------------------------------------------------------------------
+def make_predict(mesh: Mesh, cfg, rules=(), role: str = "student"):
   """Jitted logits for evaluation: params placed by the rules, batch sharded, the logits
   replicated (every process gets all of them, so metrics agree everywhere)."""
   graph = graphdef_of(cfg)
@@ -174,8 +169,12 @@ def make_predict(mesh: Mesh, cfg: BertConfig, rules=(), role: str = "student"):
                  out_shardings=NamedSharding(mesh, P()))
 
 
-def init_state(config, params: dict, aux: dict, tx) -> TrainState:
-  # A copy, so donating the train state can never free arrays it shares with the teacher
-  # (a student built from teacher layers shares its embedding arrays).
-  trainable = jax.tree.map(jnp.array, {"student": params, "aux": aux})
-  return TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+def teacher_inputs(teacher_params: Optional[tuple], cached_logits, local_batch: dict, layout
+                   ) -> TeacherInputs:
+  """This batch's TeacherInputs: the rows of the cached [N, T, C] logits this process feeds
+  (padding rows, index -1, read row 0 and carry weight 0), as one global [B, T, C] array; or
+  the teachers' params."""
+  if cached_logits is not None:
+    rows = cached_logits[np.maximum(local_batch["index"], 0)]
+    return TeacherInputs(None, layout.put({"logits": rows})["logits"])
+  return TeacherInputs(teacher_params, None)
