@@ -23,6 +23,7 @@ import os
 from typing import Mapping, Optional
 
 import jax
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "always", "never")
@@ -88,5 +89,4 @@ def is_main() -> bool:
 def sync(name: str) -> None:
   """Waits until every process gets here (a no-op in a single-process run)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)

@@ -39,6 +39,11 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from jaxdistill import data as data_lib
+from jaxdistill import distributed
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.progress import ProgressBar
+
 log = logging.getLogger(__name__)
 
 MASK = "[MASK]"
@@ -106,7 +111,6 @@ def write_augmented(raw_task, out_path: Path, *, p_mask: float, p_ng: float, n_i
   """Augments `raw_task`'s train split into `out_path` (jsonl); returns the row counts.
   With `meta`, writes it (plus the counts) to `meta_path(out_path)` before the jsonl is
   renamed into place, so a finished file always has its settings beside it."""
-  from jaxdistill.train.logs import ProgressBar
   split = raw_task.splits["train"]
   columns = raw_task.text_columns
   segments = [split.texts] + ([split.text_pairs] if len(columns) > 1 else [])
@@ -160,9 +164,6 @@ def settings_of(config) -> dict:
 
 def runner(config, workdir: Path) -> str:
   """Stage kind "tang_augment": writes <workdir>/augmented.jsonl once; returns its path."""
-  from jaxdistill import distributed
-  from jaxdistill import data as data_lib
-  from jaxdistill.config_lib import ConfigError
   workdir = Path(workdir)
   out = workdir / FILE_NAME
   settings = settings_of(config)

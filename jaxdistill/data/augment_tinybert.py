@@ -48,6 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxdistill import data as data_lib
+from jaxdistill import distributed
+from jaxdistill.core.progress import ProgressBar
+from jaxdistill.models.hub import load_pretrained, load_tokenizer
+
 log = logging.getLogger(__name__)
 
 OUTPUT = "train_augmented.jsonl"
@@ -270,7 +275,6 @@ class _Progress:
     self.description, self.active, self.bar = description, active, None
 
   def start(self, total: int, info: str) -> None:
-    from jaxdistill.train.logs import ProgressBar
     self.bar = ProgressBar(self.description, max(total, 1), 0, active=self.active)
     self.info = info
     self.bar.update(0, info)
@@ -301,9 +305,6 @@ def options_of(config) -> Options:
 def run_augment_stage(config, workdir: Path) -> Path:
   """Writes workdir/train_augmented.jsonl from the task's train split (skipped when it exists
   for the same settings); returns its path."""
-  from jaxdistill import data as data_lib
-  from jaxdistill import distributed
-  from jaxdistill.models.hub import load_pretrained, load_tokenizer
 
   out, meta_path = workdir / OUTPUT, workdir / META
   opts = options_of(config)

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
 from jaxdistill.models import registry
 from jaxdistill.models.bert import BertOutput, Collect, dropout
@@ -216,7 +217,6 @@ def with_params(model: nnx.Module, params: dict) -> nnx.Module:
 
 
 def save(cfg: BiLSTMConfig, params: dict, out_dir: Path) -> None:
-  from safetensors.numpy import save_file
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / "model.safetensors.tmp"
@@ -239,7 +239,6 @@ def load(model_dir: Path, hf_cfg: dict, *, seed: int = 0, head: Optional[dict] =
          **overrides) -> tuple[BiLSTM, list[str]]:
   """A BiLSTM from `model_dir`; a head whose shape changes (other num_labels, regression)
   starts fresh, seeded by `seed`. Returns (model, dotted names of the fresh params)."""
-  from safetensors.numpy import load_file
   old = BiLSTMConfig.from_dict(hf_cfg)
   cfg = BiLSTMConfig.from_dict(hf_cfg, **_head_changes(head), **overrides)
   weights = load_file(str(Path(model_dir) / "model.safetensors"))

@@ -7,6 +7,7 @@ layout; ours uses [in, out] and head-major Q/K/V kernels [H, N, D].
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator
 
 import numpy as np
@@ -125,7 +126,6 @@ def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params:
   no classifier; some have no pooler) keep their fresh initialisation; their paths are
   returned so the caller can say so. Raises ValueError on a shape mismatch, naming the key.
   """
-  import copy
   params = copy.deepcopy(init_params)
   state = normalize_hf_keys(hf_state)
   fresh = []

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
 from jaxdistill.models import hf_convert, registry
 from jaxdistill.models.bert import BertModel, _init
@@ -76,7 +77,6 @@ def read_hf_config(model_dir: Path) -> dict:
 def read_hf_weights(model_dir: Path) -> dict[str, np.ndarray]:
   model_dir = Path(model_dir)
   if (model_dir / "model.safetensors").is_file():
-    from safetensors.numpy import load_file
     return load_file(str(model_dir / "model.safetensors"))
   if (model_dir / "pytorch_model.bin").is_file():
     try:
@@ -174,7 +174,6 @@ def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *
   `transformers.BertForSequenceClassification.from_pretrained`; with `cfg.mlm_head` also by
   `BertForMaskedLM` (the decoder is left to HF's tie to the word embeddings). Reload such a
   model with `load_pretrained(dir, mlm_head=True)`."""
-  from safetensors.numpy import save_file
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   if registry.arch_name(cfg) != "bert":  # our own format, read back by load_pretrained

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
 from jaxdistill.models import hub, registry
 # bert's _init/_linear read only initializer_range and the dtypes, which this config has too.
@@ -312,7 +313,6 @@ def _head_changes(head: dict) -> dict:
 
 # ---- Arch: save, load, build_student ---------------------------------------------------------
 def save(cfg: MobileBertConfig, params: dict, out_dir: Path) -> None:
-  from safetensors.numpy import save_file
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tmp = out_dir / "model.safetensors.tmp"

@@ -22,6 +22,8 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxdistill.models.bert import BertModel
+
 ARCH_KEY = "jaxdistill_arch"
 MODULES = {"mobilebert": "jaxdistill.models.mobilebert", "bilstm": "jaxdistill.models.bilstm"}
 
@@ -54,7 +56,6 @@ def model_class(cfg) -> type:
   """The nnx.Module class that `cfg` configures."""
   name = arch_name(cfg)
   if name == "bert":
-    from jaxdistill.models.bert import BertModel
     return BertModel
   return get(name).model_cls
 

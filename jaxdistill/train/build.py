@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxdistill.methods.base import STUDENT_ARCHS, Method
 from jaxdistill.models import BertConfig, BertModel, registry
-from jaxdistill.models.hub import load_pretrained, params_of
+from jaxdistill.models.hub import load_pretrained, load_tokenizer, params_of, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,6 @@ def check_tokenizers(student_source: str, teacher_source: str, student_tok=None)
   """The teacher must read the ids the student's tokenizer wrote. Equal vocab sizes are not
   enough (a cased and an uncased vocab can be the same size), so the token -> id maps and the
   ids of probe texts must be identical."""
-  from jaxdistill.models.hub import load_tokenizer, resolve_model_dir
   if resolve_model_dir(student_source).resolve() == resolve_model_dir(teacher_source).resolve():
     return
   try:

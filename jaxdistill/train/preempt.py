@@ -33,6 +33,7 @@ import threading
 from pathlib import Path
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ class PreemptionGuard:
   def should_stop(self, step: int) -> bool:
     """Called after every step, by every process with the same step."""
     if self._multi:
-      from jax.experimental import multihost_utils
       try:
         return bool(multihost_utils.reached_preemption_sync_point(step))
       except RuntimeError:  # the preemption service is switched off

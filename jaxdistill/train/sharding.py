@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdistill import data as data_lib
@@ -151,7 +151,6 @@ def to_host(tree):
   collective when arrays span processes, so every process must call it."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
-  from jax.experimental import multihost_utils
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
