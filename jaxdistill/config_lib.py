@@ -7,132 +7,23 @@ starts from `base_config(method)`, which holds every key the trainer knows and i
 a typo in a config file or on the command line is an error naming the nearest valid key.
 
 No JAX here: configs are parsed and checked in a fraction of a second, before the CLI
-imports anything heavy (tests/test_layering.py checks sys.modules). The method catalog
-(which methods, loss terms, stage kinds and config sections exist) is therefore read from
-the source of jaxdistill/methods/*.py (and a user's `method_module` file) with `ast`,
-never by importing them: `@register(...)`, `@register_term(...)`,
-`register_stage_kind(...)` and a module-level `CONFIG = dict(...)` literal are the
-declarations it reads (tests/test_method_registry.py checks it agrees with the imported
-registries).
+imports anything heavy (tests/test_layering.py checks sys.modules). Which methods, loss
+terms, stage kinds and config sections exist is read from the methods' source by
+jaxdistill/catalog.py, never by importing them.
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
-import functools
 import importlib.util
 from pathlib import Path
 
 import ml_collections
 
+from jaxdistill.catalog import method_names, method_owned_sections, sections, stage_kinds, term_names
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.data.config import default_data_config
-
-METHODS_DIR = Path(__file__).resolve().parent / "methods"
-_NOT_METHOD_FILES = ("__init__", "base")
-
-
-# ---- The method catalog, read from source ----------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ModuleDecl:
-  """What one method module declares."""
-  path: str
-  section: str          # the config section its CONFIG fills (the file's stem)
-  config: dict          # CONFIG's defaults ({} if none)
-  own_methods: tuple    # names of Method classes defined here (@register on a class)
-  aliases: tuple        # names registered for a class defined elsewhere (register(...)(Distill))
-  terms: tuple
-  stage_kinds: tuple
-  student_archs: tuple
-
-
-def _literal(node: ast.AST, path: str):
-  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
-      and not node.args:
-    return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-  try:
-    return ast.literal_eval(node)
-  except ValueError:
-    raise ConfigError(f"{path}: CONFIG must be a literal dict (dict(k=v, ...) or {{...}}) so "
-                      "configs can be read without importing the module") from None
-
-
-def _call_names(call: ast.Call, fn: str) -> tuple:
-  f = call.func
-  name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-  if name != fn:
-    return ()
-  return tuple(a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
-
-
-def scan_module(path: str) -> ModuleDecl:
-  """The declarations of one method module, from its source."""
-  try:
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
-  except (OSError, SyntaxError) as e:
-    raise ConfigError(f"cannot read method module {path}: {e}") from None
-  config, own, aliases, terms, kinds, archs = {}, [], [], [], [], []
-  for node in tree.body:
-    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG"
-                                            for t in node.targets):
-      config = dict(_literal(node.value, path))
-    if isinstance(node, ast.ClassDef):
-      for d in node.decorator_list:
-        if isinstance(d, ast.Call):
-          own += _call_names(d, "register")
-          terms += _call_names(d, "register_term")
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Call):
-      kinds += _call_names(node, "register_stage_kind")
-      archs += _call_names(node, "register_student_arch")
-      if isinstance(node.func, ast.Call):  # register("x")(Distill): an alias
-        aliases += _call_names(node.func, "register")
-  return ModuleDecl(str(path), Path(path).stem, config, tuple(own), tuple(aliases),
-                    tuple(terms), tuple(kinds), tuple(archs))
-
-
-@functools.lru_cache(maxsize=8)
-def catalog(method_module: str = "") -> tuple[ModuleDecl, ...]:
-  paths = sorted(p for p in METHODS_DIR.glob("*.py") if p.stem not in _NOT_METHOD_FILES)
-  decls = [scan_module(str(p)) for p in paths]
-  if method_module:
-    if not Path(method_module).is_file():
-      raise ConfigError(f"method_module {method_module!r} does not exist; give the path of a .py file")
-    decls.append(scan_module(method_module))
-  return tuple(decls)
-
-
-def method_names(method_module: str = "") -> list[str]:
-  return sorted({n for d in catalog(method_module) for n in d.own_methods + d.aliases})
-
-
-def term_names(method_module: str = "") -> list[str]:
-  return [t for d in catalog(method_module) for t in d.terms]
-
-
-def stage_kinds(method_module: str = "") -> list[str]:
-  return ["train"] + [k for d in catalog(method_module) for k in d.stage_kinds]
-
-
-def _sections(method: str, method_module: str) -> tuple[dict, dict]:
-  """(sections every run has: the term families', sections of `method` only)."""
-  always, owned = {}, {}
-  for d in catalog(method_module):
-    if not d.config:
-      continue
-    if d.own_methods:
-      if method in d.own_methods:
-        owned[d.section] = d.config
-    else:
-      always[d.section] = d.config
-  return always, owned
-
-
-def method_owned_sections(method_module: str = "") -> set[str]:
-  return {d.section for d in catalog(method_module) if d.own_methods and d.config}
-
 
 def select_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Makes the config's sections those of `config.method`: adds the method's own section
@@ -143,7 +34,7 @@ def select_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(f"method={config.method!r} is not registered{hint}; registered: "
                       f"{', '.join(names)}")
-  _, owned = _sections(config.method, config.method_module)
+  _, owned = sections(config.method, config.method_module)
   with config.unlocked():
     for section in method_owned_sections(config.method_module) - set(owned):
       if section in config:
@@ -233,7 +124,7 @@ def base_config(method: str = "finetune", method_module: str = "") -> ml_collect
   c.distributed = ml_collections.ConfigDict(dict(
       initialize="auto", coordinator="", num_processes=0, process_id=-1, timeout_s=300))
   # The term families' sections (jaxdistill/methods/<family>.py: CONFIG), every run has them.
-  always, _ = _sections(method, method_module)
+  always, _ = sections(method, method_module)
   for section, defaults in always.items():
     c[section] = ml_collections.ConfigDict(dict(defaults))
   # Multi-stage methods (jaxdistill/pipeline.py): a tuple of

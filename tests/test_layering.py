@@ -23,6 +23,7 @@ LAYERS = [
     ("core", ("jaxdistill.core", "jaxdistill.distributed", "jaxdistill.host_memory",
               "jaxdistill.metrics", "jaxdistill.recipes")),
     ("base", ("jaxdistill.losses", "jaxdistill.models", "jaxdistill.data", "jaxdistill.config_lib",
+              "jaxdistill.catalog",
               "jaxdistill.report", "jaxdistill.testing")),
     ("methods", ("jaxdistill.methods",)),
     ("train", ("jaxdistill.train",)),
@@ -35,7 +36,8 @@ BASE_ALLOWED = {
     "jaxdistill.losses": ("jaxdistill.losses",),
     "jaxdistill.models": ("jaxdistill.models",),
     "jaxdistill.data": ("jaxdistill.data", "jaxdistill.models"),
-    "jaxdistill.config_lib": ("jaxdistill.data.config",),
+    "jaxdistill.config_lib": ("jaxdistill.data.config", "jaxdistill.catalog"),
+    "jaxdistill.catalog": (),
     "jaxdistill.report": (),
     "jaxdistill.testing": ("jaxdistill.models",),
 }

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdistill import config_lib, methods
+from jaxdistill import catalog, config_lib, methods
 from jaxdistill.core import rng
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.methods import distilbert
@@ -28,10 +28,10 @@ from jaxdistill.models import tiny_config
 
 
 def test_catalog_read_from_source_matches_the_registries():
-  assert set(config_lib.method_names()) == set(methods.METHODS)
-  assert sorted(config_lib.term_names()) == sorted(methods.TERMS)
-  assert set(config_lib.stage_kinds()) == {"train", *methods.STAGE_KINDS}
-  for decl in config_lib.catalog():
+  assert set(catalog.method_names()) == set(methods.METHODS)
+  assert sorted(catalog.term_names()) == sorted(methods.TERMS)
+  assert set(catalog.stage_kinds()) == {"train", *methods.STAGE_KINDS}
+  for decl in catalog.catalog():
     module = importlib.import_module(f"jaxdistill.methods.{decl.section}")
     assert decl.config == dict(getattr(module, "CONFIG", {})), decl.section
 
