@@ -12,6 +12,7 @@ counted, latency interleaved teacher/student at one batch shape. The table goes 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from pathlib import Path
@@ -20,12 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill import host_memory
 from jaxdistill.config_lib import load_config
 from flax import nnx
 
 from jaxdistill.models.hub import load_pretrained
 from jaxdistill.report import compare_latency
 from jaxdistill.pipeline import run as run_pipeline
+from jaxdistill.train.__main__ import enable_compilation_cache, setup_logging
 from jaxdistill.train.loop import DONE
 
 # (row label, config); the teacher row comes from configs/finetune.py.
@@ -133,7 +136,6 @@ def main(argv=None) -> int:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     p.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-  import ast
   overrides = {}
   for item in args.set:
     k, v = item.split("=", 1)
@@ -141,6 +143,9 @@ def main(argv=None) -> int:
       overrides[k] = ast.literal_eval(v)
     except (ValueError, SyntaxError):
       overrides[k] = v
+  setup_logging()  # the process-wide settings `python -m jaxdistill.train` makes
+  host_memory.keep_freed_memory()
+  enable_compilation_cache(jax)
   table = run(Path(args.workdir), methods, args.latency_iters, overrides)
   print(table)
   if args.readme:
