@@ -152,6 +152,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} has no get_config() function")
+  known = config_variants(p)
+  if arg and known and arg not in known:
+    raise ConfigError(f"{path} has no variant {arg!r}; its variants: "
+                      f"{', '.join(repr(v) for v in known)} (e.g. --config {path}:{known[0]})")
   try:
     config = module.get_config(arg) if arg else module.get_config()
   except AttributeError as e:  # a locked ConfigDict refuses unknown keys with AttributeError
@@ -162,6 +166,23 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     with config.unlocked():
       config.name = p.stem + (f"_{arg}" if arg else "")
   return select_method(config)
+
+
+def config_variants(path: Path) -> list[str]:
+  """The `arg` values a config file's get_config compares against (`arg == "tiny"`,
+  `arg in ("tiny", "full")`), read from its source; [] if it reads `arg` otherwise."""
+  tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+  found = []
+  for fn in tree.body:
+    if not (isinstance(fn, ast.FunctionDef) and fn.name == "get_config" and fn.args.args):
+      continue
+    name = fn.args.args[0].arg
+    for node in ast.walk(fn):
+      if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == name:
+        for comp in node.comparators:
+          values = comp.elts if isinstance(comp, (ast.Tuple, ast.List, ast.Set)) else [comp]
+          found += [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+  return sorted(set(found) - {""})
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[tuple[str, str]]) -> None:
@@ -250,6 +271,24 @@ def _parse_value(text: str, current):
   return value
 
 
+# Names users type from other libraries, and the key each means here.
+ALIASES = {"learning_rate": "lr", "batch": "batch_size", "bs": "batch_size",
+           "num_epochs": "epochs", "warmup": "warmup_ratio", "temp": "temperature",
+           "T": "temperature", "alpha": "hard_ce", "max_seq_length": "max_length"}
+
+
+def suggestions(config: ml_collections.ConfigDict, key: str) -> list[str]:
+  """Keys near `key`: its alias (learning_rate -> lr) under the same section, then close spellings."""
+  keys = _all_keys(config)
+  head, _, last = key.rpartition(".")
+  out = []
+  if last in ALIASES:
+    aliased = f"{head}.{ALIASES[last]}" if head else ALIASES[last]
+    out += [aliased] if aliased in keys else [k for k in keys if k.endswith("." + ALIASES[last])]
+  out += [k for k in difflib.get_close_matches(key, keys, n=3) if k not in out]
+  return out[:3]
+
+
 def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
   """Sets `key` (dotted, e.g. optim.lr) from command-line text, keeping the key's type."""
   parts = key.split(".")
@@ -257,7 +296,7 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
   for i, part in enumerate(parts):
     is_leaf = i == len(parts) - 1
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      close = difflib.get_close_matches(key, _all_keys(config), n=3)
+      close = suggestions(config, key)
       hint = f"; did you mean {', '.join(close)}?" if close else ""
       raise ConfigError(f"unknown config key {key!r}{hint}")
     if is_leaf:

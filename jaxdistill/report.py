@@ -258,6 +258,7 @@ def _atomic_write(path: Path, text: str) -> None:
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is read like the run's other files
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):  # e.g. the disk filled up mid-write: leave no litter behind

@@ -221,6 +221,7 @@ def save(cfg: BiLSTMConfig, params: dict, out_dir: Path) -> None:
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / "model.safetensors.tmp"
   save_file({k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(params).items()}, str(tmp))
+  os.chmod(tmp, 0o644)  # safetensors writes 0600; the export is shared like its other files
   os.replace(tmp, out / "model.safetensors")  # never a half-written weights file
   (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 

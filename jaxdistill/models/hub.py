@@ -183,6 +183,7 @@ def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *
   state = hf_convert.to_hf_state(cfg, jax.device_get(params))
   tmp = out / "model.safetensors.tmp"
   save_file(state, str(tmp), metadata={"format": "pt"})
+  os.chmod(tmp, 0o644)  # safetensors writes 0600; the export is shared like its other files
   os.replace(tmp, out / "model.safetensors")  # never leave a half-written weights file
   (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2))
   _copy_tokenizer(tokenizer_dir, out)

@@ -317,6 +317,7 @@ def save(cfg: MobileBertConfig, params: dict, out_dir: Path) -> None:
   out_dir.mkdir(parents=True, exist_ok=True)
   tmp = out_dir / "model.safetensors.tmp"
   save_file({k: np.asarray(v) for k, v in flatten(params).items()}, str(tmp))
+  os.chmod(tmp, 0o644)  # safetensors writes 0600; the export is shared like its other files
   os.replace(tmp, out_dir / "model.safetensors")  # never a half-written weights file
   (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 

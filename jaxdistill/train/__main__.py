@@ -9,10 +9,14 @@ this same command in every process (see jaxdistill/distributed.py and launch/).
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import sys
 
+from pathlib import Path
+
+from jaxdistill import data as data_lib
 from jaxdistill.config_lib import ConfigError, apply_overrides, load_config, parse_overrides
 
 
@@ -34,8 +38,29 @@ def setup_logging() -> None:
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def configs_epilog(directory: str = "configs") -> str:
+  """The configs under ./configs with the first line of each one's docstring."""
+  lines = []
+  for p in sorted(Path(directory).glob("*.py")):
+    doc = ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or ""
+    lines.append(f"  {p.as_posix():32s} {doc.splitlines()[0] if doc else ''}")
+  where = ("Every key, its default and a comment: jaxdistill/config_lib.py (base_config); "
+           "methods and stages: docs/methods.md, docs/architecture.md. Every config has a "
+           ":tiny variant (seconds-long test run).")
+  return ("configs:\n" + "\n".join(lines) + "\n\n" if lines else "") + where
+
+
+def validate(config) -> None:
+  """Checks what can be checked before any work, so a bad value fails at once with exit 2:
+  the data section (task name, columns given, files present)."""
+  if not config.stages:  # a stage may set its own data (e.g. a corpus an earlier stage writes)
+    data_lib.make_source(config.data)
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m jaxdistill.train", description=__doc__)
+  parser = argparse.ArgumentParser(prog="python -m jaxdistill.train", description=__doc__,
+                                   epilog=configs_epilog(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", required=True, help="configs/<name>.py[:variant]")
   parser.add_argument("--workdir", default="", help="run directory (default runs/<config name>)")
   args, rest = parser.parse_known_args(argv)
@@ -43,7 +68,8 @@ def main(argv=None) -> int:
   try:
     config = load_config(args.config)
     apply_overrides(config, parse_overrides(rest))
-  except ConfigError as e:
+    validate(config)
+  except (ConfigError, data_lib.DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("runs", config.name)
