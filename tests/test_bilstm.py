@@ -280,7 +280,7 @@ def test_tiny_config_end_to_end_and_rerun_skips_done_stages(tmp_path):
   from jaxdistill.config_lib import load_config
   from jaxdistill.results import _latency
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
   teacher = tiny_checkpoint(tmp_path / "teacher", num_layers=1, seed=1, label_names=("rotten", "fresh"))
   source = tiny_checkpoint(tmp_path / "source", num_layers=1, seed=2)  # tokenizer + 32-d embeddings
   c = load_config("configs/bilstm.py:tiny")

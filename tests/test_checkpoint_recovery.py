@@ -183,7 +183,7 @@ def test_damaged_best_falls_back_to_final_params(tmp_path, caplog):
 def test_run_resumes_from_the_checkpoint_before_a_damaged_one(tmp_path):
   from jaxdistill.config_lib import load_config
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
   student = str(tiny_checkpoint(tmp_path / "student", num_layers=1, seed=2))
 
   def config(**train):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jaxdistill.config_lib import ConfigError, apply_override, load_config, parse_overrides
-from jaxdistill.train import terms
+from jaxdistill import methods
 
 CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/*.py"))
 
@@ -18,9 +18,9 @@ CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/*.py"))
 def test_every_config_loads(path, variant):
   c = load_config(f"{path}{variant}")
   assert c.name.startswith(path.stem)
-  active = terms.active_terms(c)  # every weighted term exists and at least one is on
-  assert active
-  if terms.needs_teacher(c):
+  method = methods.get(c)  # every weighted term exists and at least one is on
+  assert method.terms
+  if method.teacher_use() != "none":
     assert c.teacher.source, "a distillation config must name its teacher"
   assert "python -m jaxdistill.train --config configs/" in Path(path).read_text(), \
       "each config's docstring holds the command that runs it"

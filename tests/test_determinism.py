@@ -17,7 +17,7 @@ import pytest
 
 from jaxdistill.config_lib import load_config
 from jaxdistill.testing import tiny_checkpoint
-from jaxdistill.train.loop import train_and_evaluate
+from jaxdistill.pipeline import run as train_and_evaluate
 
 
 @pytest.fixture(scope="module")

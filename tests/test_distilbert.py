@@ -20,7 +20,7 @@ from jaxdistill.models import BertConfig, BertModel, BertOutput, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of, read_hf_weights, with_params
 from jaxdistill.testing import tiny_checkpoint
 from jaxdistill.train import build, terms
-from jaxdistill.train.loop import train_and_evaluate
+from jaxdistill.pipeline import run as train_and_evaluate
 from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_train_step
 
 V = 30522

@@ -151,7 +151,7 @@ def test_gradients_reach_gates_and_student_only():
 
 def test_end_to_end_tiny(tmp_path):
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
   teacher = tiny_checkpoint(tmp_path / "teacher", num_layers=4, label_names=("rotten", "fresh"),
                             seed=1)
   student = tiny_checkpoint(tmp_path / "student", num_layers=2, seed=2)

@@ -23,7 +23,7 @@ from jaxdistill.methods import minilm
 from jaxdistill.models import BertModel, BertOutput, Collect, count_params, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
 from jaxdistill.train import terms
-from jaxdistill.train.loop import train_and_evaluate
+from jaxdistill.pipeline import run as train_and_evaluate
 from jaxdistill.train.step import graphdef_of, init_state, make_mesh, make_optimizer, make_train_step
 
 B, S = 3, 6

@@ -61,7 +61,7 @@ def _subprocess_main(spec_file: str) -> None:
 
   from jaxdistill.methods import theseus
   from jaxdistill.train import sharding
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
 
   spec = json.loads(Path(spec_file).read_text())
   out = {"devices": jax.device_count(), "runs": {}}
@@ -114,7 +114,7 @@ def run_on_8_devices(tmp: Path, ckpts: dict, runs: list[dict]) -> dict:
 
 def reference(name: str, ckpts: dict, tmp: Path):
   """The 1-device run in this process: (loss curve, final params)."""
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
   res = train_and_evaluate(run_config(name, ckpts, str(tmp / "cache"), data=1), tmp / f"{name}_1")
   save_params(res["state"], tmp / f"{name}_1.npz")
   return loss_curve(tmp / f"{name}_1"), np.load(tmp / f"{name}_1.npz")

@@ -18,7 +18,7 @@ from jaxdistill.config_lib import load_config
 from jaxdistill.models.hub import resolve_model_dir
 from jaxdistill.testing import tiny_checkpoint
 from jaxdistill.train.__main__ import main
-from jaxdistill.train.loop import train_and_evaluate
+from jaxdistill.pipeline import run as train_and_evaluate
 from jaxdistill.train.preempt import NonFiniteMonitor
 
 BAD_STEP = 3  # the poisoned row goes into the third batch of epoch 0

@@ -11,8 +11,8 @@ import pytest
 from jaxdistill.config_lib import ConfigError, load_config
 from jaxdistill.models.hub import load_pretrained, params_of
 from jaxdistill.testing import tiny_checkpoint
-from jaxdistill.train.loop import train_and_evaluate
-from jaxdistill.train.stages import check_stages
+from jaxdistill.pipeline import run as train_and_evaluate
+from jaxdistill.config_lib import check_stages
 
 
 @pytest.fixture(scope="module")

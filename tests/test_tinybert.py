@@ -201,7 +201,7 @@ def test_tiny_config_runs_all_four_stages_and_a_rerun_trains_nothing(tmp_path):
   teacher with 12 heads, as the config's student needs), so it runs in well under a minute."""
   from jaxdistill.data.augment_tinybert import OUTPUT
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
   src = str(tiny_checkpoint(tmp_path / "minilm", num_layers=4, hidden_size=48, num_heads=12,
                             intermediate_size=96, label_names=("rotten", "fresh"), seed=1))
   c = load_config("configs/tinybert.py:tiny")

@@ -11,7 +11,7 @@ import pytest
 from jaxdistill.config_lib import load_config
 from jaxdistill.testing import tiny_checkpoint
 from jaxdistill.train.__main__ import main
-from jaxdistill.train.loop import train_and_evaluate
+from jaxdistill.pipeline import run as train_and_evaluate
 
 
 @pytest.fixture(scope="module")
