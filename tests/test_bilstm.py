@@ -249,8 +249,7 @@ def test_mask_token_is_the_teacher_tokenizers_mask(minilm_dir):
 
 def test_unlabelled_rows_carry_no_hard_loss():
   """hard_ce averages over the labelled rows alone; logit_mse over every row."""
-  from jaxdistill.config_lib import base_config
-  from jaxdistill.train.terms import TERMS, Inputs
+  from jaxdistill.methods import TERMS, Inputs
   from jaxdistill.models import BertOutput
   rng = np.random.default_rng(0)
   logits = rng.standard_normal((4, 2)).astype(np.float32)
@@ -260,9 +259,9 @@ def test_unlabelled_rows_carry_no_hard_loss():
 
   def terms_at(z):
     x = Inputs(BertOutput(last_hidden=jnp.zeros(()), logits=jnp.asarray(z)),
-               BertOutput(last_hidden=jnp.zeros(()), logits=jnp.asarray(teacher)), b, {}, base_config(),
+               BertOutput(last_hidden=jnp.zeros(()), logits=jnp.asarray(teacher)), b, {},
                CFG.replace(num_labels=2, label_names=()), None)
-    return float(TERMS["hard_ce"].fn(x)), float(TERMS["logit_mse"].fn(x))
+    return float(TERMS["hard_ce"]()(x)), float(TERMS["logit_mse"]()(x))
 
   hard, mse = terms_at(logits)
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
