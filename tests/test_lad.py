@@ -14,8 +14,9 @@ from jaxdistill.config_lib import base_config, load_config
 from jaxdistill.methods import lad
 from jaxdistill.models import BertModel, BertOutput, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
-from jaxdistill.train import terms
-from jaxdistill.train.step import graphdef_of, init_state, make_mesh, make_optimizer, make_train_step
+from jaxdistill.methods import TERMS, Inputs
+from jaxdistill.methods.base import graphdef_of
+from method_helpers import build_step
 
 B, S = 3, 6
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]], np.int32)
@@ -52,7 +53,7 @@ def perturb(aux, seed):
 @pytest.mark.parametrize("learnable", [False, True])
 def test_recursion_matches_numpy(learnable):
   t = tiny_config(num_layers=4)
-  aux = perturb(lad.init_gates(jax.random.key(0), lad_config(learnable), tiny_config(), t), 1)
+  aux = perturb(lad.init_gates(jax.random.key(0), tiny_config(), t, learnable_norm=learnable), 1)
   assert sorted(aux["gates"]) == ["2", "3", "4"] and "proj" not in aux  # a gate per depth 2..4
   assert ("scale" in aux["gates"]["2"]) == learnable
   hs = [np.random.default_rng(i).standard_normal((B, S, 32)) for i in range(4)]
@@ -64,12 +65,12 @@ def test_recursion_matches_numpy(learnable):
 def term_inputs(s_hidden, t_hidden, aux, s_cfg, t_cfg, weights=(1.0, 1.0, 1.0)):
   batch = {"attention_mask": jnp.asarray(MASK), "example_weight": jnp.asarray(weights, jnp.float32)}
   out = lambda hs: BertOutput(last_hidden=hs[-1], hidden_states=tuple(hs))
-  return terms.Inputs(out(s_hidden), out(t_hidden), batch, aux, lad_config(), s_cfg, t_cfg)
+  return Inputs(out(s_hidden), out(t_hidden), batch, aux, s_cfg, t_cfg)
 
 
 def test_loss_matches_numpy_with_projection_and_padding():
   s_cfg, t_cfg = tiny_config(hidden_size=16, num_layers=2), tiny_config(num_layers=4)  # k = 2
-  aux = perturb(lad.init_gates(jax.random.key(0), lad_config(), s_cfg, t_cfg), 2)
+  aux = perturb(lad.init_gates(jax.random.key(0), s_cfg, t_cfg), 2)
   assert aux["proj"]["kernel"].shape == (16, 32)  # widths differ: a learned projection
   rng = np.random.default_rng(3)
   s_h = [rng.standard_normal((B, S, 16)) for _ in range(3)]  # embeddings + 2 layers
@@ -120,25 +121,24 @@ def test_gradients_reach_gates_and_student_only():
   config = lad_config()
   config.losses.hard_ce, config.losses.kd = 0.5, 0.5  # as configs/lad.py mixes them
   config.train.batch_size, config.optim.lr, config.optim.aux_lr = B, 1e-3, 1e-2
-  aux = terms.init_aux(jax.random.key(0), config, s_cfg, t_cfg)
+  method, step, init, _ = build_step(config, s_cfg, t_cfg, total_steps=10)
+  aux = method.init_params(config.seed)
   # (1) Gradients of the lad term w.r.t. teacher + student + gates, the teacher's outputs
   # passed through stop_gradient as the train step passes them.
   sg, tg, batch = graphdef_of(s_cfg), graphdef_of(t_cfg), token_batch()
 
   def lad_only(tree):
     args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    s_out = nnx.merge(sg, tree["student"])(*args, collect=terms.TERMS["lad"].student)
-    t_out = jax.lax.stop_gradient(nnx.merge(tg, tree["teacher"])(*args, collect=terms.TERMS["lad"].teacher))
-    return lad.lad_loss(terms.Inputs(s_out, t_out, batch, tree["aux"], config, s_cfg, t_cfg))
+    s_out = nnx.merge(sg, tree["student"])(*args, collect=TERMS["lad"].student)
+    t_out = jax.lax.stop_gradient(nnx.merge(tg, tree["teacher"])(*args, collect=TERMS["lad"].teacher))
+    return lad.lad_loss(Inputs(s_out, t_out, batch, tree["aux"], s_cfg, t_cfg))
 
   g = jax.jit(jax.grad(lad_only))({"teacher": t_params, "student": s_params, "aux": aux["lad"]})
   assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g["teacher"]))
   assert all(float(jnp.abs(x).max()) > 0.0 for x in jax.tree.leaves(g["aux"]))
   assert all(float(jnp.abs(x).max()) > 0.0 for x in jax.tree.leaves(g["student"]["layers"]))
   # (2) The real train step: teacher untouched; every gate and student param moves.
-  tx = make_optimizer(config, total_steps=10)
-  step = make_train_step(config, make_mesh(config), s_cfg, t_cfg, tx)
-  state = init_state(config, s_params, aux, tx)
+  state = init(s_params, aux)
   before = jax.tree.map(np.asarray, (t_params, state.trainable))
   for _ in range(3):  # the first step has lr 0 (warmup starts at 0)
     state, metrics = step(state, t_params, batch)
