@@ -135,6 +135,8 @@ def base_config(method: str = "finetune", method_module: str = "") -> ml_collect
   c.report = ml_collections.ConfigDict(dict(
       compression=True,  # the teacher-vs-student report at the end of a distillation run
       export=True,       # write the final student as a HF checkpoint to <workdir>/export
+      label="",          # the method named in reports; "" = config.method (a method's last
+                         # stage may run another method, e.g. Theseus' successor fine-tuning)
       latency_batch=32, latency_iters=10))
   select_method(c)  # the method's own section
   c.lock()

@@ -17,7 +17,10 @@ from jaxdistill.methods import theseus
 from jaxdistill.models import BertModel, Collect, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
 from jaxdistill.train.build import select_layers
-from jaxdistill.train.step import graphdef_of, init_state, make_mesh, make_optimizer, make_train_step
+from jaxdistill import methods
+from jaxdistill.core import rng
+from jaxdistill.methods.base import Models, RunInfo, graphdef_of
+from method_helpers import build_step
 
 B, S = 4, 8
 
@@ -67,9 +70,10 @@ def test_schedulers():
 
 def test_mask_rate_and_reproducibility():
   n, p = 3, 0.3
-  # The train step's key for step t is fold_in(key(seed), t); the mask comes from it.
-  draw = jax.jit(jax.vmap(lambda seed, t: theseus.module_mask(
-      jax.random.fold_in(jax.random.key(seed), t), p, n), in_axes=(None, 0)))
+  # The train step's key for step t is fold_in(key(seed), t) (rng.step_key); the mask comes
+  # from its named stream "theseus/mask".
+  draw = jax.jit(jax.vmap(lambda seed, t: theseus.module_mask(rng.step_key(seed, t), p, n),
+                          in_axes=(None, 0)))
   masks = np.asarray(draw(0, jnp.arange(4000)))
   assert masks.shape == (4000, n)
   assert abs(masks.mean() - p) < 0.02  # 12000 draws: 4 standard deviations ~ 0.017
@@ -110,8 +114,8 @@ def test_depths_must_divide():
 
 
 def theseus_config(**kw):
-  c = base_config()
-  c.theseus.enabled, c.theseus.rate = True, 0.5
+  c = base_config("theseus")
+  c.theseus.rate = 0.5
   c.student.source, c.student.init, c.student.layers = "", "layers", (0, 1)
   c.train.batch_size = B
   c.optim.lr = 1e-3
@@ -123,9 +127,8 @@ def theseus_config(**kw):
 def test_train_step_moves_successor_layers_only(pair):
   t_cfg, t_params, s_cfg, s_params = pair
   config = theseus_config()
-  tx = make_optimizer(config, total_steps=10)
-  step = make_train_step(config, make_mesh(config), s_cfg, t_cfg, tx)
-  state = init_state(config, s_params, {}, tx)
+  _, step, init, _ = build_step(config, s_cfg, t_cfg, total_steps=10)
+  state = init(s_params, {})
   before_t = jax.tree.map(np.asarray, t_params)
   before_s = jax.tree.map(np.asarray, state.trainable["student"])
   for _ in range(3):  # the first step has lr 0 (warmup starts at 0)
@@ -145,11 +148,14 @@ def test_train_step_moves_successor_layers_only(pair):
 def test_gradients_skip_the_predecessor(pair):
   t_cfg, t_params, s_cfg, s_params = pair
   config = theseus_config(rate=1.0)  # every module the successor's
-  fwd = theseus.make_replacing_forward(config, graphdef_of(s_cfg), graphdef_of(t_cfg), s_cfg, t_cfg)
+  method = methods.get(config)
+  method.setup(RunInfo(s_cfg, (t_cfg,), 10))
+  models = Models(graphdef_of(s_cfg), s_cfg, (graphdef_of(t_cfg),), (t_cfg,))
   batch = make_batch()
 
   def loss(tree):
-    out = fwd(tree["student"], tree["teacher"], batch, jax.random.key(0), 0, Collect())
+    out = method.student_forward(models, {"student": tree["student"]}, (tree["teacher"],), batch,
+                                 jax.random.key(0), 0)
     return jnp.sum(out.logits ** 2)
 
   g = jax.jit(jax.grad(loss))({"student": s_params, "teacher": t_params})
@@ -159,19 +165,19 @@ def test_gradients_skip_the_predecessor(pair):
 
 def test_config_errors(pair):
   t_cfg, _, s_cfg, _ = pair
-  sg, tg = graphdef_of(s_cfg), graphdef_of(t_cfg)
   c = theseus_config()
   c.student.source = "/elsewhere"
   with pytest.raises(ValueError, match="leave student.source empty"):
-    theseus.make_replacing_forward(c, sg, tg, s_cfg, t_cfg)
+    methods.get(c)
   three = tiny_config(num_layers=3)
   with pytest.raises(ValueError, match="3 layers do not split into 2"):
-    theseus.make_replacing_forward(theseus_config(), sg, graphdef_of(three), s_cfg, three)
+    methods.get(theseus_config()).setup(RunInfo(s_cfg, (three,), 10))
 
 
 def test_end_to_end_tiny(tmp_path):
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import DONE, train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
+  from jaxdistill.train.loop import DONE
   teacher = tiny_checkpoint(tmp_path / "teacher", num_layers=4, label_names=("rotten", "fresh"),
                             seed=1)
   c = load_config("configs/theseus.py:tiny")

@@ -149,7 +149,8 @@ class Theseus(Distill):
     t = config.theseus
     if t.finetune_epochs <= 0:
       return []
-    successor = {"method": "finetune", "student.source": "@stage:replacing",
+    successor = {"method": "finetune", "report.label": "theseus",
+                 "student.source": "@stage:replacing",
                  "student.init": "pretrained", "student.layers": (),
                  **{f"losses.{k}": 0.0 for k in config.losses}, "losses.hard_ce": 1.0,
                  "train.epochs": int(t.finetune_epochs),

@@ -35,7 +35,7 @@ def compression_report(config, task, mesh, batch_sharding, teacher, s_predict,
                             lambda: s_predict(student_params, batch),
                             iters=config.report.latency_iters)
   report = CompressionReport.build(
-      name=config.name, method=config.method, task=task.name, metric=task_metric(task),
+      name=config.name, method=config.report.label or config.method, task=task.name, metric=task_metric(task),
       teacher_metrics=teacher_results, student_metrics=student_results,
       teacher_params=count_params(teacher.params), student_params=count_params(student_params),
       teacher_params_no_embed=_non_embedding_params(teacher.params),

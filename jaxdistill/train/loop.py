@@ -170,7 +170,7 @@ def train_stage(config, workdir) -> dict:
   if main:
     print(f"{config.name}: " + ("  ".join(f"{s} {metric} {m[metric]:.4f}" for s, m in results.items())
                                  or "no labelled split to evaluate"))
-  summary = {"name": config.name, "method": config.method, "task": task.name, "metric": metric,
+  summary = {"name": config.name, "method": config.report.label or config.method, "task": task.name, "metric": metric,
              "student": results, "student_params": count_params(params),
              "train_seconds": time.time() - t_start, "state": state}
   if config.report.export:
