@@ -19,7 +19,20 @@ from jaxdistill.methods import mobilebert as method
 from jaxdistill.models import BertModel, BertOutput, Collect, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of, save_pretrained
 from jaxdistill.models.mobilebert import MobileBertConfig, MobileBertModel, flatten
-from jaxdistill.train.term_types import Inputs
+from jaxdistill.methods import TERMS, Inputs
+from method_helpers import build_step
+
+MB_TERMS = [n for n in TERMS if n.startswith("mobilebert_")]
+
+
+def term(name: str, c):
+  """The term as the composite method builds it from the config."""
+  return TERMS[name].from_config(c)
+
+
+def pairs_of(c, n_s: int, n_t: int):
+  m = c.mobilebert
+  return method.layer_pairs(tuple(m.teacher_layers), m.transfer_layer, n_s, n_t)
 
 B, S = 3, 6
 MASK = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], np.int32)
@@ -184,7 +197,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_build_student_copies_from_bert_and_loads_exports(tmp_path):
-  from jaxdistill.models.mobilebert import build_student
+  from jaxdistill.methods.mobilebert import build_student
   from jaxdistill.testing import tiny_checkpoint
   bert_dir = tiny_checkpoint(tmp_path / "bert", num_layers=3, label_names=("rotten", "fresh"), seed=6)
   bert = flatten(params_of(load_pretrained(str(bert_dir))[0]))
@@ -250,11 +263,11 @@ def test_transfer_terms_match_numpy(transfer_layer):
                         attention_probs=tuple(map(jnp.asarray, s_p))),
              BertOutput(last_hidden=None, hidden_states=tuple(map(jnp.asarray, t_h)),
                         attention_probs=tuple(map(jnp.asarray, t_p))),
-             batch, {}, c, s_cfg, t_cfg)
+             batch, {}, s_cfg, t_cfg)
   pairs = [(0, 1), (1, 3)]  # 2 student layers on 4 teacher layers: (i+1)*T/S - 1
   if transfer_layer >= 0:
     pairs = [pairs[transfer_layer]]
-  assert method.layer_pairs(c, 2, 4) == pairs
+  assert pairs_of(c, 2, 4) == pairs
 
   def over(fn):
     return np.mean([fn(i, j) for i, j in pairs])
@@ -271,9 +284,9 @@ def test_transfer_terms_match_numpy(transfer_layer):
                                                            t_p[j].astype(np.float64), w)),
   }
   for name, value in want.items():
-    assert float(method.TERMS[name].fn(x)) == pytest.approx(value, rel=1e-4), name
+    assert float(term(name, c)(x)) == pytest.approx(value, rel=1e-4), name
   c.mobilebert.mean_penalty = "abs"
-  assert float(method.TERMS["mobilebert_mean"].fn(x)) == pytest.approx(
+  assert float(term("mobilebert_mean", c)(x)) == pytest.approx(
       over(lambda i, j: np_token_mean(np.abs(td[j + 1].mean(-1) - sd[i + 1].mean(-1)), w)), rel=1e-4)
 
 
@@ -281,43 +294,41 @@ def test_transfer_errors_name_the_fix():
   c = base_config()
   c.mobilebert.transfer_layer = 2
   with pytest.raises(ValueError, match=r"transfer_layer=2 but the student has 2 layers"):
-    method.layer_pairs(c, 2, 4)
+    pairs_of(c, 2, 4)
   c.mobilebert.transfer_layer, c.mobilebert.teacher_layers = -1, (3,)
   with pytest.raises(ValueError, match="one teacher layer in 0..3 for each of the 2"):
-    method.layer_pairs(c, 2, 4)
+    pairs_of(c, 2, 4)
   c.mobilebert.teacher_layers = ()
   with pytest.raises(ValueError, match="set mobilebert.num_layers <= 2"):
-    method.layer_pairs(c, 3, 2)
+    pairs_of(c, 3, 2)
   probs = tuple(jnp.ones((B, 2, S, S)) / S for _ in range(2))
   out = BertOutput(last_hidden=None, attention_probs=probs, hidden_states=(jnp.ones((B, S, 16)),) * 3)
-  x = Inputs(out, out, {"attention_mask": jnp.asarray(MASK), "example_weight": jnp.ones(B)}, {}, c,
+  x = Inputs(out, out, {"attention_mask": jnp.asarray(MASK), "example_weight": jnp.ones(B)}, {},
              small_cfg(), tiny_config(hidden_size=24, num_heads=4))
   with pytest.raises(ValueError, match=r"equal head counts \(teacher 4 vs student 2\)"):
-    method.TERMS["mobilebert_attention"].fn(x)
+    term("mobilebert_attention", c)(x)
   with pytest.raises(ValueError, match="set mobilebert.hidden_size=0"):
-    method.TERMS["mobilebert_feature_map"].fn(x)
+    term("mobilebert_feature_map", c)(x)
 
 
 # ---- Progressive stages through the trainer -------------------------------------------------
 def test_progressive_stage_moves_its_block_only(tmp_path):
-  from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_train_step
   s_cfg = small_cfg(num_layers=3)
   t_cfg = tiny_config(num_layers=3, hidden_size=16, num_heads=2, vocab_size=40)
   s_params, t_params = random_params(MobileBertModel, s_cfg, 4), random_params(BertModel, t_cfg, 5)
   # configs/mobilebert.py's own stage "layer1", applied as the stage runner applies it.
-  from jaxdistill.train.stages import stage_config
+  from jaxdistill import pipeline
   c = load_config("configs/mobilebert.py:tiny")
-  config = stage_config(c, c.stages[1], {"layer0": "unused"}, tmp_path)
+  config = pipeline.stage_config(c, pipeline.plan(c, tmp_path)[1], {"layer0": "unused"}, tmp_path)
   assert config.mobilebert.transfer_layer == 1 and config.optim.train_only == ("student/layers/1/",)
-  tx = make_optimizer(config, total_steps=10)
-  step = make_train_step(config, make_mesh(config), s_cfg, t_cfg, tx)
-  state = init_state(config, s_params, {}, tx)
+  _, step, init, _ = build_step(config, s_cfg, t_cfg, total_steps=10)
+  state = init(s_params, {})
   ids, mask, types = ids_batch(40)
   batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
            "labels": jnp.asarray([0, 1, 2]), "example_weight": jnp.ones((B,), jnp.float32)}
   for _ in range(2):  # the first step has lr 0 (warmup starts at 0)
     state, metrics = step(state, t_params, batch)
-  assert set(metrics) >= {f"loss/{k}" for k in method.TERMS} and "loss/hard_ce" not in metrics
+  assert set(metrics) >= {f"loss/{k}" for k in MB_TERMS} and "loss/hard_ce" not in metrics
   before, after = flatten(s_params), flatten(state.trainable["student"])
   moved = {k for k in before if not np.array_equal(before[k], after[k])}
   assert moved and all(k.startswith("layers.1.") for k in moved), sorted(moved)[:5]
@@ -328,7 +339,8 @@ def test_progressive_stage_moves_its_block_only(tmp_path):
 @pytest.mark.heavy
 def test_tiny_config_end_to_end_reruns_and_reloads(tmp_path):
   from jaxdistill.testing import tiny_checkpoint
-  from jaxdistill.train.loop import DONE, train_and_evaluate
+  from jaxdistill.pipeline import run as train_and_evaluate
+  from jaxdistill.train.loop import DONE
   teacher = tiny_checkpoint(tmp_path / "teacher", num_layers=2, label_names=("rotten", "fresh"), seed=1)
   c = load_config("configs/mobilebert.py:tiny")
   assert [s["name"] for s in c.stages] == ["layer0", "layer1", "prediction"]
