@@ -18,7 +18,9 @@ from jaxdistill.config_lib import base_config, load_config
 from jaxdistill.methods import tinybert
 from jaxdistill.models import BertModel, Collect, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
-from jaxdistill.train import terms
+from jaxdistill import methods
+from jaxdistill.methods import TERMS, Inputs
+from jaxdistill.methods.base import RunInfo
 
 B, S = 3, 7
 MASK = np.array([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], np.int32)
@@ -33,6 +35,18 @@ def config(**losses):
   for name, weight in losses.items():
     c.losses[name] = weight
   return c
+
+
+def init_aux(c, s_cfg, t_cfg) -> dict:
+  """The method's own parameters (its terms' projections), as the loop initialises them."""
+  m = methods.get(c)
+  m.setup(RunInfo(s_cfg, (t_cfg,), 10))
+  out = m.init_params(c.seed)
+  return {name: out.get(name, {}) for name in m.terms}
+
+
+def term(name, c):
+  return TERMS[name].from_config(c)
 
 
 def forward(cfg, seed, mask=MASK):
@@ -50,7 +64,7 @@ def outputs():
 
 def inputs(s_out, t_out, aux, c, mask=MASK, s_cfg=S_CFG, t_cfg=T_CFG):
   batch = {"attention_mask": jnp.asarray(mask), "example_weight": jnp.ones((B,), jnp.float32)}
-  return terms.Inputs(s_out, t_out, batch, aux, c, s_cfg, t_cfg)
+  return Inputs(s_out, t_out, batch, aux, s_cfg, t_cfg)
 
 
 def np_hidden_mse(h_s, h_t, w, b, mask):
@@ -79,21 +93,21 @@ def np_attention_mse(a_s, a_t, mask):
 
 def test_uniform_layer_map_is_m_times_l_over_m():
   c = base_config()
-  assert tinybert.layer_pairs(c, tiny_config(num_layers=4), tiny_config(num_layers=6)) == \
+  assert tinybert.layer_pairs(c.tinybert.layer_map, c.tinybert.pairs, tiny_config(num_layers=4), tiny_config(num_layers=6)) == \
       [(1, 1), (2, 3), (3, 4), (4, 6)]  # floor(m * 6 / 4)
-  assert tinybert.layer_pairs(c, tiny_config(num_layers=2), tiny_config(num_layers=4)) == [(1, 2), (2, 4)]
+  assert tinybert.layer_pairs(c.tinybert.layer_map, c.tinybert.pairs, tiny_config(num_layers=2), tiny_config(num_layers=4)) == [(1, 2), (2, 4)]
   c.tinybert.layer_map, c.tinybert.pairs = "explicit", ((1, 1), (2, 2))
-  assert tinybert.layer_pairs(c, tiny_config(num_layers=2), tiny_config(num_layers=4)) == [(1, 1), (2, 2)]
+  assert tinybert.layer_pairs(c.tinybert.layer_map, c.tinybert.pairs, tiny_config(num_layers=2), tiny_config(num_layers=4)) == [(1, 1), (2, 2)]
 
 
 def test_projections_only_when_widths_differ():
   c = config(tinybert_embedding=1.0, tinybert_hidden=1.0, tinybert_attention=1.0)
-  aux = terms.init_aux(jax.random.key(0), c, S_CFG, T_CFG)
+  aux = init_aux(c, S_CFG, T_CFG)
   for name in ("tinybert_embedding", "tinybert_hidden"):
     assert aux[name]["kernel"].shape == (16, 32) and aux[name]["bias"].shape == (32,)
   assert not np.array_equal(aux["tinybert_embedding"]["kernel"], aux["tinybert_hidden"]["kernel"])
   assert aux["tinybert_attention"] == {}
-  same = terms.init_aux(jax.random.key(0), c, tiny_config(num_layers=2), T_CFG)
+  same = init_aux(c, tiny_config(num_layers=2), T_CFG)
   assert same["tinybert_embedding"] == {} and same["tinybert_hidden"] == {}
 
 
@@ -103,12 +117,12 @@ def test_embedding_and_hidden_terms_match_numpy(outputs):
   # makes a wrongly paired layer show.
   t_out = t_out.replace(hidden_states=tuple(h * (j + 1) for j, h in enumerate(t_out.hidden_states)))
   c = config(tinybert_embedding=1.0, tinybert_hidden=1.0)
-  aux = terms.init_aux(jax.random.key(3), c, S_CFG, T_CFG)
+  aux = init_aux(c, S_CFG, T_CFG)
   w_e, w_h = aux["tinybert_embedding"], aux["tinybert_hidden"]
-  got_e = tinybert.embedding_loss(inputs(s_out, t_out, w_e, c))
+  got_e = term("tinybert_embedding", c)(inputs(s_out, t_out, w_e, c))
   want_e = np_hidden_mse(s_out.hidden_states[0], t_out.hidden_states[0], w_e["kernel"], w_e["bias"], MASK)
   np.testing.assert_allclose(got_e, want_e, rtol=1e-5)
-  got_h = tinybert.hidden_loss(inputs(s_out, t_out, w_h, c))
+  got_h = term("tinybert_hidden", c)(inputs(s_out, t_out, w_h, c))
   M, L = S_CFG.num_layers, T_CFG.num_layers
   want_h = sum(np_hidden_mse(s_out.hidden_states[m], t_out.hidden_states[m * L // M],
                              w_h["kernel"], w_h["bias"], MASK) for m in range(1, M + 1))
@@ -125,7 +139,7 @@ def test_attention_term_matches_numpy_on_pre_softmax_scores(outputs):
   t_out = t_out.replace(attention_scores=tuple(
       jnp.where(a > -1e30, a * j, a) for j, a in enumerate(t_out.attention_scores, 1)))
   c = config(tinybert_attention=1.0)
-  got = tinybert.attention_loss(inputs(s_out, t_out, {}, c))
+  got = term("tinybert_attention", c)(inputs(s_out, t_out, {}, c))
   M, L = S_CFG.num_layers, T_CFG.num_layers
   want = sum(np_attention_mse(s_out.attention_scores[m - 1], t_out.attention_scores[m * L // M - 1], MASK)
              for m in range(1, M + 1))
@@ -136,7 +150,7 @@ def test_attention_term_matches_numpy_on_pre_softmax_scores(outputs):
   # Without padding it is the TinyBERT code's MSE over every (head, query, key) entry.
   full = np.ones((B, S), np.int32)
   (_, _, _, s_full), (_, _, _, t_full) = forward(S_CFG, 1, full), forward(T_CFG, 2, full)
-  got = tinybert.attention_loss(inputs(s_full, t_full, {}, c, mask=full))
+  got = term("tinybert_attention", c)(inputs(s_full, t_full, {}, c, mask=full))
   want = sum(np.mean((np.asarray(s_full.attention_scores[m - 1], np.float64)
                       - np.asarray(t_full.attention_scores[m * L // M - 1], np.float64)) ** 2)
              for m in range(1, M + 1))
@@ -147,7 +161,7 @@ def test_prediction_term_is_soft_cross_entropy_at_the_temperature(outputs):
   (_, _, _, s_out), (_, _, _, t_out) = outputs
   c = config(tinybert_prediction=1.0)
   c.tinybert.temperature = 2.0
-  got = tinybert.prediction_loss(inputs(s_out, t_out, {}, c))
+  got = term("tinybert_prediction", c)(inputs(s_out, t_out, {}, c))
   z_s, z_t = np.asarray(s_out.logits, np.float64) / 2, np.asarray(t_out.logits, np.float64) / 2
   p_t = np.exp(z_t - z_t.max(-1, keepdims=True))
   p_t /= p_t.sum(-1, keepdims=True)
@@ -159,11 +173,11 @@ def test_prediction_term_is_soft_cross_entropy_at_the_temperature(outputs):
 def test_projections_and_student_get_gradients(outputs):
   (s_graph, s_params, ids, _), (_, _, _, t_out) = outputs
   c = config(tinybert_embedding=1.0, tinybert_hidden=1.0, tinybert_attention=1.0)
-  aux = terms.init_aux(jax.random.key(0), c, S_CFG, T_CFG)
+  aux = init_aux(c, S_CFG, T_CFG)
 
   def loss(params, aux):
     s_out = nnx.merge(s_graph, params)(ids, MASK, collect=ALL)
-    return sum(terms.TERMS[n].fn(inputs(s_out, t_out, aux[n], c)) for n in aux)
+    return sum(term(n, c)(inputs(s_out, t_out, aux[n], c)) for n in aux)
 
   g_params, g_aux = jax.jit(jax.grad(loss, argnums=(0, 1)))(s_params, aux)
   for name in ("tinybert_embedding", "tinybert_hidden"):
@@ -177,13 +191,13 @@ def test_bad_setups_are_one_line_errors(outputs):
   c = config(tinybert_attention=1.0)
   with pytest.raises(ValueError,
                      match=r"equal head counts \(teacher 4, student 2\); set student.num_heads=4"):
-    terms.init_aux(jax.random.key(0), c, tiny_config(num_layers=2, num_heads=2), T_CFG)
+    init_aux(c, tiny_config(num_layers=2, num_heads=2), T_CFG)
   c.tinybert.layer_map = "skip"
   with pytest.raises(ValueError, match="pairs no layers"):  # PKD-skip leaves a 1-layer student nothing
-    terms.init_aux(jax.random.key(0), c, tiny_config(num_layers=1), T_CFG)
+    init_aux(c, tiny_config(num_layers=1), T_CFG)
   (_, _, _, s_out), (_, _, _, t_out) = outputs
   with pytest.raises(ValueError, match="regression; use losses.logit_mse"):
-    tinybert.prediction_loss(inputs(s_out, t_out, {}, config(), s_cfg=S_CFG.replace(
+    term("tinybert_prediction", c)(inputs(s_out, t_out, {}, config(), s_cfg=S_CFG.replace(
         problem_type="regression", num_labels=1)))
 
 
@@ -244,11 +258,11 @@ def test_tiny_config_runs_all_four_stages_and_a_rerun_trains_nothing(tmp_path):
 def test_teacher_finetune_drops_stage_settings():
   """The first train stage fine-tunes the teacher from its own config; the mlm_head stage's
   frozen encoder, step cap and MLM head (or the augmented data) must not leak into it."""
-  from jaxdistill.train.loop import finetune_config
-  from jaxdistill.train.stages import stage_config
+  from jaxdistill.pipeline import finetune_config, plan, stage_config
   c = load_config("configs/tinybert.py")
   outputs = {"mlm_head": "/x/mlm_head/export", "augment": "/x/augment/aug.jsonl"}
-  for st in c.stages[0], c.stages[2]:
+  stages = plan(c, Path("/x"))
+  for st in stages[0], stages[2]:
     t = finetune_config(stage_config(c, st, outputs, Path("/x")))
     assert (t.optim.train_only, t.optim.freeze, t.train.max_steps) == ((), (), 0)
     assert (t.data.train_override, t.student.mlm_head, t.student.source) == ("", False, "all-MiniLM-L6-v2")
