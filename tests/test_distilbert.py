@@ -19,9 +19,24 @@ from jaxdistill.methods import distilbert
 from jaxdistill.models import BertConfig, BertModel, BertOutput, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of, read_hf_weights, with_params
 from jaxdistill.testing import tiny_checkpoint
-from jaxdistill.train import build, terms
+from jaxdistill import methods
+from jaxdistill.core import rng as streams
+from jaxdistill.methods import TERMS, Inputs
+from jaxdistill.methods.base import RunInfo
 from jaxdistill.pipeline import run as train_and_evaluate
-from jaxdistill.train.step import init_state, make_mesh, make_optimizer, make_train_step
+from jaxdistill.train import build
+from method_helpers import build_step
+
+
+def term(name, c=None):
+  """The term as the composite method builds it from the config."""
+  return TERMS[name].from_config(c if c is not None else base_config())
+
+
+def method_for(c, cfg):
+  m = methods.get(c)
+  m.setup(RunInfo(cfg, (cfg,), 10))
+  return m
 
 V = 30522
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
@@ -107,7 +122,8 @@ def test_masking_is_a_function_of_seed_and_step():
   batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask)}
   cfg = BertConfig()
 
-  prepare = jax.jit(lambda key: terms.prepare_batch(batch, key, c, cfg))
+  method = method_for(c, cfg)
+  prepare = jax.jit(lambda key: method.prepare_batch(batch, key))
 
   def at(seed, step):
     out = prepare(jax.random.fold_in(jax.random.key(seed), step))
@@ -117,8 +133,8 @@ def test_masking_is_a_function_of_seed_and_step():
   for x, y in zip(a, at(0, 7)):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a[1], at(0, 8)[1]) and not np.array_equal(a[1], at(1, 7)[1])
-  # Both terms carry the hook; the batch is masked once, by the first in name order.
-  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 7), terms.PREPARE_STREAM + 0)
+  # Both terms carry the hook; the batch is masked once, from their shared named stream.
+  key = streams.named(streams.step_key(0, 7), "prepare", "mlm_mask")
   once = _mask(key, ids, mask)
   for x, y in zip(a, once):
     np.testing.assert_array_equal(x, np.asarray(y))
@@ -128,7 +144,7 @@ def test_wrong_mask_id_is_a_clear_error():
   c = base_config()
   c.distilbert.mask_token_id = 104
   with pytest.raises(ValueError, match=r"\[MASK\]=103.*--config.distilbert.mask_token_id=103"):
-    distilbert.check_token_ids(c, V)
+    distilbert.check_token_ids(distilbert.Masking.from_config(c), V, c.student.source)
 
 
 # ---- The loss terms against NumPy --------------------------------------------------------------
@@ -168,7 +184,7 @@ def term_inputs(rng, B=3, S=20):
   t = BertOutput(last_hidden=jnp.asarray(rng.normal(size=(B, S, 48)), jnp.float32))
   batch = {"mlm_labels": jnp.asarray(labels), "attention_mask": jnp.asarray(mask),
            "example_weight": jnp.asarray(weight)}
-  x = terms.Inputs(s, t, batch, {}, base_config(), s_cfg, t_cfg, params_of(s_model), params_of(t_model))
+  x = Inputs(s, t, batch, {}, s_cfg, t_cfg, params_of(s_model), params_of(t_model))
   # The reference reads the heads' logits at every position.
   full = (np.asarray(s_model.mlm_logits(s.last_hidden)), np.asarray(t_model.mlm_logits(t.last_hidden)))
   return x, labels, mask, weight, full
@@ -177,16 +193,17 @@ def term_inputs(rng, B=3, S=20):
 @pytest.mark.parametrize("T", [1.0, 2.0])
 def test_distil_soft_ce_is_t2_kl_at_the_masked_positions_only(T):
   x, labels, _, weight, (s, t) = term_inputs(np.random.default_rng(3))
-  x.config.distilbert.temperature = T
+  c = base_config()
+  c.distilbert.temperature = T
   keep = (labels != -1) & (weight[:, None] > 0)
   lp, lq = log_softmax(t[keep] / T), log_softmax(s[keep] / T)
   want = T * T * (np.exp(lp) * (lp - lq)).sum(-1).mean()
-  got = distilbert.TERMS["distil_soft_ce"].fn(x)
+  got = term("distil_soft_ce", c)(x)
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
   # Hidden states at unselected positions do not matter.
   noise = jnp.asarray(np.where(keep[..., None], 0.0, 5.0), jnp.float32)
   x2 = x._replace(student=BertOutput(last_hidden=x.student.last_hidden + noise))
-  np.testing.assert_allclose(float(distilbert.TERMS["distil_soft_ce"].fn(x2)), want, rtol=1e-5)
+  np.testing.assert_allclose(float(term("distil_soft_ce", c)(x2)), want, rtol=1e-5)
 
 
 def test_mlm_is_cross_entropy_at_the_masked_positions():
@@ -194,7 +211,7 @@ def test_mlm_is_cross_entropy_at_the_masked_positions():
   keep = (labels != -1) & (weight[:, None] > 0)
   lq = log_softmax(s[keep])
   want = -lq[np.arange(keep.sum()), labels[keep]].mean()
-  np.testing.assert_allclose(float(distilbert.TERMS["mlm"].fn(x)), want, rtol=1e-5)
+  np.testing.assert_allclose(float(term("mlm")(x)), want, rtol=1e-5)
 
 
 def test_cosine_is_one_minus_cos_of_last_hidden_at_real_tokens():
@@ -203,7 +220,7 @@ def test_cosine_is_one_minus_cos_of_last_hidden_at_real_tokens():
   s, t = np.asarray(x.student.last_hidden), np.asarray(x.teacher.last_hidden)
   keep = (mask == 1) & (weight[:, None] > 0)
   cos = (s * t).sum(-1) / (np.linalg.norm(s, axis=-1) * np.linalg.norm(t, axis=-1))
-  np.testing.assert_allclose(float(distilbert.TERMS["cosine"].fn(x)), (1 - cos[keep]).mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(term("cosine")(x)), (1 - cos[keep]).mean(), rtol=1e-5)
 
 
 # ---- Inside the train step -----------------------------------------------------------------------
@@ -219,18 +236,17 @@ def test_student_and_teacher_read_the_same_masked_ids():
   ids, mask = real_batch(np.random.default_rng(6), 8, 16, vocab=cfg.vocab_size)
   batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
            "labels": np.zeros(8, np.int32), "example_weight": np.ones(8, np.float32)}
-  tx = make_optimizer(c, total_steps=4)
-  step = make_train_step(c, make_mesh(c), cfg, cfg, tx)
-  _, metrics = step(init_state(c, params, {}, tx), params, batch)
+  method, step, init, _ = build_step(c, cfg, cfg, total_steps=4)
+  _, metrics = step(init(params, {}), params, batch)
   assert float(metrics["loss/cosine"]) < 1e-5 and float(metrics["loss/distil_soft_ce"]) < 1e-5
-  # The masks the step drew: its key for step 0, as in step.make_train_step.
-  masked = terms.prepare_batch({k: jnp.asarray(v) for k, v in batch.items()},
-                               jax.random.fold_in(jax.random.key(c.seed), 0), c, cfg)
+  # The masks the step drew: its key for step 0, as in step.train_step.
+  masked = method.prepare_batch({k: jnp.asarray(v) for k, v in batch.items()},
+                                streams.step_key(c.seed, 0))
   assert (np.asarray(masked["input_ids"]) != ids).any()
 
   def mlm_loss(input_ids):
     out = model(jnp.asarray(input_ids), jnp.asarray(mask), collect=distilbert.MLM)
-    return float(distilbert._mlm(terms.Inputs(out, None, masked, {}, c, cfg, cfg, params)))
+    return float(term("mlm", c)(Inputs(out, None, masked, {}, cfg, cfg, params)))
 
   np.testing.assert_allclose(float(metrics["loss/mlm"]), mlm_loss(masked["input_ids"]), rtol=1e-5)
   assert abs(mlm_loss(ids) - float(metrics["loss/mlm"])) > 0.1  # unmasked ids would differ
@@ -274,14 +290,14 @@ def test_teacher_checks_follow_what_the_losses_read(minilm_dir):
   c.report.compression = False
   c.losses.hard_ce, c.losses.cosine = 0.0, 1.0
   task = data_lib.TaskData("files", None, False, {}, ("text",))
-  assert build.build_teacher(str(minilm_dir), c, task).cfg.num_layers == 6
+  assert build.build_teacher(str(minilm_dir), c, task, methods.get(c)).cfg.num_layers == 6
   c.losses.distil_soft_ce = 1.0
   with pytest.raises(ValueError, match="no MLM head"):
-    build.build_teacher(str(minilm_dir), c, task)
+    build.build_teacher(str(minilm_dir), c, task, methods.get(c))
   c.losses.distil_soft_ce, c.losses.kd = 0.0, 1.0
   labelled = data_lib.TaskData("rotten_tomatoes", ["rotten", "fresh"], False, {}, ("text",))
   with pytest.raises(ValueError, match="no trained classifier"):
-    build.build_teacher(str(minilm_dir), c, labelled)
+    build.build_teacher(str(minilm_dir), c, labelled, methods.get(c))
 
 
 def test_token_ids_are_the_minilm_tokenizers(minilm_dir):
