@@ -22,9 +22,11 @@ from jaxdistill.config_lib import base_config, load_config
 from jaxdistill.methods import minilm
 from jaxdistill.models import BertModel, BertOutput, Collect, count_params, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
-from jaxdistill.train import terms
+from jaxdistill import methods
+from jaxdistill.methods import TERMS, Inputs, StepOutputs
+from jaxdistill.methods.base import RunInfo, graphdef_of
 from jaxdistill.pipeline import run as train_and_evaluate
-from jaxdistill.train.step import graphdef_of, init_state, make_mesh, make_optimizer, make_train_step
+from method_helpers import build_step
 
 B, S = 3, 6
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]], np.int32)
@@ -77,8 +79,8 @@ def term_value(name, s_out, t_out, **minilm_cfg):
   for k, v in minilm_cfg.items():
     c.minilm[k] = v
   batch = {"attention_mask": jnp.asarray(MASK), "example_weight": jnp.asarray(WEIGHTS, jnp.float32)}
-  x = terms.Inputs(s_out, t_out, batch, {}, c, None, None)
-  return float(terms.TERMS[name].fn(x))
+  x = Inputs(s_out, t_out, batch, {}, None, None)
+  return float(TERMS[name].from_config(c)(x))
 
 
 def outputs(**per_layer):
@@ -219,13 +221,15 @@ def test_gradients_reach_the_students_attention_only(weights, s_cfg):
   config = pair_config(**weights)
   s_params, t_params = random_params(s_cfg, 1), random_params(t_cfg, 2)
   batch = token_batch()
-  s_collect, t_collect = terms.collect_for(config)
+  method = methods.get(config)
+  method.setup(RunInfo(s_cfg, (t_cfg,), 10))
+  s_collect, t_collect = method.collect()
 
   def loss(student, teacher):
     t_out = jax.lax.stop_gradient(forward(t_cfg, teacher, batch, t_collect))  # as the step does
     s_out = forward(s_cfg, student, batch, s_collect)
-    x = lambda name: terms.Inputs(s_out, t_out, batch, {}, config, s_cfg, t_cfg)
-    return terms.total_loss(x, config)[0]
+    trainable = {"student": student, "aux": {}}
+    return method.loss(StepOutputs(s_out, (t_out,), batch, trainable, (teacher,), jnp.int32(0)))[0]
 
   g_s, g_t = jax.jit(jax.grad(loss, argnums=(0, 1)))(s_params, t_params)
   amax = lambda tree: max(float(jnp.abs(x).max()) for x in jax.tree.leaves(tree))
@@ -244,9 +248,8 @@ def test_v1_head_error_stops_the_train_step():
   s_cfg = tiny_config(hidden_size=16, num_heads=2, intermediate_size=32)
   t_cfg = tiny_config()
   config = pair_config(minilm_attention=1.0, minilm_value=1.0)
-  tx = make_optimizer(config, total_steps=10)
-  step = make_train_step(config, make_mesh(config), s_cfg, t_cfg, tx)
-  state = init_state(config, random_params(s_cfg, 1), {}, tx)
+  _, step, init, _ = build_step(config, s_cfg, t_cfg, total_steps=10)
+  state = init(random_params(s_cfg, 1), {})
   with pytest.raises(ValueError, match=r"MiniLM v1 needs equal head counts \(teacher 4 vs student 2\); "
                      "use losses.minilm_v2"):
     step(state, random_params(t_cfg, 2), token_batch())
@@ -264,13 +267,16 @@ def tiny_models(tmp_path_factory):
 
 def run_twice(c, workdir):
   """Runs the config's stages twice; returns the stage names each invocation trained."""
-  from jaxdistill.train.stages import run_stages
+  from unittest import mock
+
+  from jaxdistill import pipeline
   trained = [[], []]
   for i in range(2):
-    def train_fn(stage_config, stage_dir, i=i):
+    def train_fn(stage_config, stage_dir, i=i, real=pipeline.train_stage):
       trained[i].append(stage_config.name.rsplit("_", 1)[1])
-      return train_and_evaluate(stage_config, stage_dir)
-    out = run_stages(c, workdir, train_fn)
+      return real(stage_config, stage_dir)
+    with mock.patch.object(pipeline, "train_stage", train_fn):
+      out = pipeline.run(c, workdir)
   return trained, out
 
 
