@@ -74,20 +74,29 @@ def test_multi_teacher_kd_end_to_end(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_schedules_and_callbacks_through_the_cli(tmp_path, teacher_dir, monkeypatch):
+def test_schedules_callbacks_and_wandb_through_the_cli(tmp_path, teacher_dir, monkeypatch):
+  pytest.importorskip("wandb")
+  from wandb_reader import history
   log = tmp_path / "callback.jsonl"
   monkeypatch.setenv("JAXDISTILL_CALLBACK_LOG", str(log))
+  for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+    monkeypatch.setenv(var, str(tmp_path / var.lower()))
+  monkeypatch.setenv("WANDB_SILENT", "true")
   work = tmp_path / "kd"
   rc = main(["--config", str(REPO / "configs/kd.py:tiny"), "--workdir", str(work),
              f"--config.teacher.workdir={teacher_dir}", "--config.train.eval_every=2",
              "--config.loss_schedules.kd=linear:0", "--config.kd.temperature_schedule=cosine:1",
-             f"--config.callbacks={REPO / 'examples/eval_callback.py'}:log_dev"])
+             f"--config.callbacks={REPO / 'examples/eval_callback.py'}:log_dev",
+             "--config.logging.wandb=true", "--config.logging.wandb_mode=offline"])
   assert rc == 0
   calls = [json.loads(l) for l in log.read_text().splitlines()]
   dev = [m for m in _metrics(work) if "dev/accuracy" in m]
   assert [c["step"] for c in calls] == [m["step"] for m in dev] and len(calls) >= 2
   for c, m in zip(calls, dev):
     assert c["accuracy"] == pytest.approx(m["dev/accuracy"]) and c["params"] > 0
+  # the same dev metrics, logged to the offline W&B run
+  logged = {int(r["_step"]): r["dev/accuracy"] for r in history(work) if "dev/accuracy" in r}
+  assert logged == {m["step"]: pytest.approx(m["dev/accuracy"]) for m in dev}
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from jaxdistill.train import build, preempt, sharding
 from jaxdistill.train.checkpoint import Checkpoints
 from jaxdistill.train.compression import compression_report
 from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
-from jaxdistill.train.logs import MetricWriter, ProgressBar
+from jaxdistill.train.logs import MetricWriter, ProgressBar, wandb_settings
 from jaxdistill.train.step import (init_state, jit_train_step, make_mesh, make_optimizer, make_predict,
                                    models_of, optimizer_labels, state_sharding, teacher_inputs,
                                    teacher_shardings)
@@ -148,7 +148,7 @@ def train_stage(config, workdir) -> dict:
     log.info("resumed from step %d in %s", int(state.step), workdir)
 
   # ---- Train ----
-  writer = MetricWriter(workdir, active=main)
+  writer = MetricWriter(workdir, active=main, wandb=wandb_settings(config))
   layout = sharding.BatchLayout(batch_sharding, bs)  # this process's rows of each batch
   feed = functools.partial(teacher_inputs, teacher_params, cached_logits, layout=layout)
   state, step = train_loop(config, workdir, state, train_step, feed, task, layout, ckpt, writer,
