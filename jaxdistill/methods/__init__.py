@@ -14,8 +14,13 @@ Importing this package registers all of them. A file outside the package registe
 through `config.method_module` (base.load_method_module).
 """
 
-from jaxdistill.methods import (base, bilstm, distilbert, distill, kd, lad, minilm, mobilebert,  # noqa: F401
-                                multi_teacher, pkd, schedules, theseus, tinybert)
+import importlib
+import pkgutil
+
+# Every module of this package, imported so that it registers itself: a new method is a new
+# file here and nothing else.
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+  importlib.import_module(f"{__name__}.{_info.name}")
 from jaxdistill.methods.base import (METHODS, STAGE_KINDS, STUDENT_ARCHS, TERMS, Inputs, Method,  # noqa: F401
                                      Models, RunInfo, StepOutputs, Term, get, register,
                                      register_stage_kind, register_student_arch, register_term)
