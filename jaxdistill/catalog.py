@@ -7,8 +7,13 @@ without JAX. The declarations it reads:
 - `register("name")(Distill)`: a label of a method defined elsewhere;
 - `@register_term("name")`: a loss term (`config.losses.<name>`);
 - `register_stage_kind("name")`, `register_student_arch("name")`;
-- a module-level `CONFIG = dict(...)` literal: the defaults of `config.<file stem>` (a term
-  family's section is in every run's config).
+- a module-level `CONFIG = dict(...)` literal: the defaults of `config.<file stem>`;
+- a module-level `READS = ("kd", ...)` literal: other modules' sections its terms read.
+
+Which sections a run's config holds (`needed_sections`): a module's section enters when
+`config.method` is one of its methods, `student.arch` one of its student architectures, or
+one of its terms has a nonzero weight; READS pull in the sections they name. So a KD run's
+config.json holds kd and nothing of PKD, LAD or BiLSTM.
 
 tests/test_method_registry.py checks the catalog agrees with the imported registries.
 """
@@ -38,6 +43,7 @@ class ModuleDecl:
   terms: tuple
   stage_kinds: tuple
   student_archs: tuple
+  reads: tuple = ()     # READS: other sections its terms read
 
 
 def _literal(node: ast.AST, path: str):
@@ -65,8 +71,11 @@ def scan_module(path: str) -> ModuleDecl:
     tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
   except (OSError, SyntaxError) as e:
     raise ConfigError(f"cannot read method module {path}: {e}") from None
-  config, own, aliases, terms, kinds, archs = {}, [], [], [], [], []
+  config, own, aliases, terms, kinds, archs, reads = {}, [], [], [], [], [], ()
   for node in tree.body:
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "READS"
+                                            for t in node.targets):
+      reads = tuple(_literal(node.value, path))
     if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG"
                                             for t in node.targets):
       config = dict(_literal(node.value, path))
@@ -82,7 +91,7 @@ def scan_module(path: str) -> ModuleDecl:
       if isinstance(node.func, ast.Call):  # register("x")(Distill): an alias
         aliases += _call_names(node.func, "register")
   return ModuleDecl(str(path), Path(path).stem, config, tuple(own), tuple(aliases),
-                    tuple(terms), tuple(kinds), tuple(archs))
+                    tuple(terms), tuple(kinds), tuple(archs), reads)
 
 
 @functools.lru_cache(maxsize=8)
@@ -124,3 +133,19 @@ def sections(method: str, method_module: str) -> tuple[dict, dict]:
 
 def method_owned_sections(method_module: str = "") -> set[str]:
   return {d.section for d in catalog(method_module) if d.own_methods and d.config}
+
+
+def needed_sections(method: str, arch: str, active_terms, method_module: str = "") -> set[str]:
+  """The module sections a run with this method, student arch and active terms reads."""
+  active = set(active_terms)
+  need: set[str] = set()
+  for d in catalog(method_module):
+    if d.config and (method in d.own_methods + d.aliases or arch in d.student_archs
+                     or active & set(d.terms)):
+      need.add(d.section)
+      need.update(d.reads)
+  return need
+
+
+def module_sections(method_module: str = "") -> set[str]:
+  return {d.section for d in catalog(method_module) if d.config}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxdistill.catalog import method_names, method_owned_sections, sections, stage_kinds, term_names
+from jaxdistill.catalog import (catalog, method_names, method_owned_sections, module_sections,
+                                needed_sections, sections, stage_kinds, term_names)
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.data.config import default_data_config
 
@@ -47,6 +48,37 @@ def select_method(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
         config.losses[name] = 0.0
         config.loss_schedules[name] = ""
   return config
+
+
+def _needed(config) -> set[str]:
+  active = [k for k, w in config.losses.items() if float(w) != 0.0]
+  return needed_sections(config.method, config.student.arch, active, config.method_module)
+
+
+def prune_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Drops the method modules' sections this run does not read (catalog.needed_sections), so
+  a stage's config.json holds only what it used. In place; returns it."""
+  drop = (module_sections(config.method_module) - _needed(config)) & set(config.keys())
+  with config.unlocked():
+    for section in drop:
+      del config[section]
+  return config
+
+
+def check_sections(config, stage_probes=()) -> None:
+  """A value set in a section that neither the run nor any of its stages reads would be
+  dropped silently: refuse it (e.g. --config.pkd.temperature=5 with losses.pkd=0)."""
+  needed = set(_needed(config)).union(*(_needed(p) for p in stage_probes))
+  defaults = {d.section: d.config for d in catalog(config.method_module) if d.config}
+  for section in (set(defaults) & set(config.keys())) - needed:
+    for key, default in defaults[section].items():
+      value = config[section].get(key, default)
+      if (tuple(value) if isinstance(value, list) else value) != default:
+        terms = [t for d in catalog(config.method_module) if d.section == section for t in d.terms]
+        how = (f"give one of its losses a weight (--config.losses.{terms[0]}=1.0)" if terms
+               else f"use --config.method={section}")
+        raise ConfigError(f"{section}.{key}={value!r} is set but method={config.method} with these "
+                          f"losses never reads the {section} section; {how} or drop the setting")
 
 
 def base_config(method: str = "finetune", method_module: str = "") -> ml_collections.ConfigDict:
@@ -208,7 +240,7 @@ RESERVED_STAGE_NAMES = ("teacher", "export", "ckpt", "best")
 def check_stages(config) -> None:
   """Validates stage names, kinds and keys before anything runs (a typo in stage 3 must
   not surface after stages 1 and 2 have trained for an hour)."""
-  seen, kinds = set(), stage_kinds(config.method_module)
+  seen, kinds, probes = set(), stage_kinds(config.method_module), []
   for i, st in enumerate(config.stages):
     if not isinstance(st, dict) or "name" not in st:
       raise ConfigError(f"stages[{i}] must be a dict with a 'name' (and 'set', 'run')")
@@ -229,6 +261,8 @@ def check_stages(config) -> None:
     for key, value in sets.items():
       set_value(probe, key, value if not (isinstance(value, str) and value.startswith(REF)) else "",
                 where=f"stage {st['name']!r}")
+    probes.append(probe)
+  check_sections(config, probes)
 
 
 def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

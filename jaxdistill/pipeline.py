@@ -63,7 +63,7 @@ def finetune_config(config):
     c.optim.train_only, c.optim.freeze, c.train.max_steps = (), (), 0
     c.data.train_override, c.student.mlm_head, c.student.arch = "", False, "bert"
     c.callbacks = ()
-  return config_lib.select_method(c)
+  return config_lib.prune_sections(config_lib.select_method(c))
 
 
 def _stage_dicts(config) -> tuple[list[dict], bool]:
@@ -117,7 +117,7 @@ def stage_config(config, stage: Stage, outputs: dict[str, str], workdir: Path):
     config_lib.select_method(c)
   for key, value in sets.items():
     config_lib.set_value(c, key, _resolve(value, outputs, stage.name), where=f"stage {stage.name!r}")
-  return c
+  return config_lib.prune_sections(c)
 
 
 def with_teacher(config, workdir: Path):

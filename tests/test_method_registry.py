@@ -153,3 +153,32 @@ def test_a_weight_schedule_moves_the_loss_weight():
     total, parts = m.loss(methods.StepOutputs(out, (t_out,), batch, trainable, None, jnp.int32(step)))
     w = 2.0 * (1 - step / 100)
     assert float(total) == pytest.approx(float(parts["hard_ce"]) + w * float(parts["kd"]), rel=1e-5)
+
+
+# ---- Only the sections a run reads enter its config ------------------------------------------
+def _stage_configs(spec, overrides=()):
+  from jaxdistill import config_lib, pipeline
+  c = config_lib.load_config(spec)
+  config_lib.apply_overrides(c, list(overrides))
+  return [pipeline.stage_config(c, st, {s.name: "x" for s in pipeline.plan(c, "/tmp/w")}, "/tmp/w")
+          for st in pipeline.plan(c, "/tmp/w")]
+
+
+def test_a_kd_run_config_holds_only_the_sections_it_reads():
+  (c,) = _stage_configs("configs/kd.py:tiny")
+  assert "kd" in c and not {"pkd", "lad", "bilstm", "mobilebert", "tinybert", "theseus"} & set(c)
+  (c,) = _stage_configs("configs/kd.py:tiny", [("losses.pkd", "1.0"), ("pkd.layer_map", "last")])
+  assert c.pkd.layer_map == "last" and "lad" not in c   # a weighted term brings its section
+  (c,) = _stage_configs("configs/kd.py:tiny", [("student.arch", "bilstm")])
+  assert "bilstm" in c
+
+
+def test_a_setting_in_a_section_nothing_reads_is_refused():
+  from jaxdistill import config_lib
+  with pytest.raises(config_lib.ConfigError, match=r"pkd.layer_map=.last. is set .*losses.pkd=1.0"):
+    _stage_configs("configs/kd.py:tiny", [("pkd.layer_map", "last")])
+
+
+def test_each_stage_config_holds_its_own_sections():
+  first, last = _stage_configs("configs/tinybert.py:tiny")[0], _stage_configs("configs/tinybert.py:tiny")[-1]
+  assert "tinybert" in first and "tinybert" in last and "pkd" not in last

@@ -31,6 +31,7 @@ from jaxdistill.methods.kd import classification_only
 from jaxdistill.methods.schedules import Schedule
 
 CONFIG = dict(sources=(), weights=(), combine="probs")
+READS = ("kd",)  # multi_kd takes its temperature (and schedule) from the kd section
 COMBINES = ("probs", "logits")
 
 

@@ -299,13 +299,24 @@ class BertLayer(nnx.Module):
 
 
 class BertModel(nnx.Module):
-  """BERT encoder with pooler, a classification/regression head and an optional tied MLM head."""
+  """BERT encoder, the task head `cfg.head` names, and an optional tied MLM head.
+
+  `BertOutput.logits` (float32) by head kind, as the transformers class of that head computes it:
+  - "sequence" (BertForSequenceClassification): [B, num_labels], from the [CLS] pooler;
+  - "span" (BertForQuestionAnswering): [B, S, 2], start logits at [..., 0] and end logits at
+    [..., 1] (`span_logits` splits them); no pooler, no dropout before the projection;
+  - "token" (BertForTokenClassification): [B, S, num_labels]; no pooler.
+  Per-token logits exist at pad positions too (transformers does not mask them either): a
+  loss or decoder masks them with the attention mask. `pooled` is None without a pooler.
+  The head's output layer is `classifier` for every kind.
+  """
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
     self.config = cfg
     self.embeddings = Embeddings(cfg, rngs)
     self.layers = nnx.List([BertLayer(cfg, rngs) for _ in range(cfg.num_layers)])
-    self.pooler = _linear(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
+    if cfg.head == "sequence":
+      self.pooler = _linear(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
     self.classifier = _linear(cfg, cfg.hidden_size, cfg.num_labels, rngs)
     if cfg.mlm_head:
       self.mlm_transform = _linear(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
@@ -318,10 +329,15 @@ class BertModel(nnx.Module):
       token_type_ids = jnp.zeros_like(input_ids)
     return self.embeddings(input_ids, token_type_ids, dropout_key)
 
-  def head(self, last_hidden: Array, *, dropout_key=None) -> tuple[Array, Array]:
-    """[CLS] pooler (dense + tanh) then dropout and the classifier: (pooled, logits)."""
-    pooled = jnp.tanh(self.pooler(last_hidden[:, 0]))
-    logits = self.classifier(dropout(pooled, self.config.hidden_dropout, dropout_key))
+  def head(self, last_hidden: Array, *, dropout_key=None) -> tuple[Optional[Array], Array]:
+    """(pooled [B, H] or None, logits) from last_hidden [B, S, H]; see the class docstring."""
+    kind, rate = self.config.head, self.config.hidden_dropout
+    if kind == "span":  # BertForQuestionAnswering applies no dropout here
+      return None, self.classifier(last_hidden).astype(jnp.float32)
+    if kind == "token":
+      return None, self.classifier(dropout(last_hidden, rate, dropout_key)).astype(jnp.float32)
+    pooled = jnp.tanh(self.pooler(last_hidden[:, 0]))  # [CLS]: dense + tanh
+    logits = self.classifier(dropout(pooled, rate, dropout_key))
     return pooled, logits.astype(jnp.float32)
 
   def mlm_logits(self, hidden: Array) -> Array:
@@ -372,6 +388,11 @@ def encode(model, input_ids: Array, attention_mask: Optional[Array], token_type_
       attention_probs=gather("probs", collect.attention_probs),
       queries=gather("q", collect.qkv), keys=gather("k", collect.qkv),
       values=gather("v", collect.qkv))
+
+
+def span_logits(logits: Array) -> tuple[Array, Array]:
+  """A span head's logits [B, S, 2] as (start [B, S], end [B, S]), transformers' two outputs."""
+  return logits[..., 0], logits[..., 1]
 
 
 def count_params(tree) -> int:

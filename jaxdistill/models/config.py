@@ -13,6 +13,14 @@ import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = ("single_label_classification", "regression")
+# BERT's task heads and the transformers class each one is (config.json "architectures").
+# "sequence": pooler on [CLS] then classifier, logits [B, num_labels];
+# "span": extractive QA, start/end logits per token, [B, S, 2]; "token": a label per token,
+# [B, S, num_labels]. The last two have no pooler, as in transformers.
+HEADS = ("sequence", "span", "token")
+HF_HEAD_ARCHITECTURES = {"sequence": "BertForSequenceClassification",
+                         "span": "BertForQuestionAnswering",
+                         "token": "BertForTokenClassification"}
 
 
 class ModelConfig:
@@ -61,8 +69,10 @@ class BertConfig(ModelConfig):
   attention_dropout: float = 0.1
   initializer_range: float = 0.02
   pad_token_id: int = 0
-  # Heads. `num_labels` classes (1 for regression); `mlm_head` adds a masked-LM
-  # head whose decoder is tied to the word embeddings.
+  # Heads. `head` is the task head's kind (HEADS); `num_labels` classes (1 for regression,
+  # 2 for a span head's start and end); `mlm_head` adds a masked-LM head whose decoder is
+  # tied to the word embeddings.
+  head: str = "sequence"
   num_labels: int = 2
   problem_type: str = "single_label_classification"
   label_names: tuple[str, ...] = ()
@@ -79,6 +89,14 @@ class BertConfig(ModelConfig):
           "choose a head count that divides the width")
     if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+    if self.head not in HEADS:
+      raise ValueError(f"head {self.head!r} is not supported; use one of {HEADS}")
+    if self.head != "sequence" and self.problem_type == "regression":
+      raise ValueError(f"problem_type='regression' needs head='sequence' (head={self.head!r} "
+                       "classifies tokens); set problem_type='single_label_classification'")
+    if self.head == "span" and self.num_labels != 2:
+      raise ValueError(f"a span head has num_labels=2 (start and end logits), not {self.num_labels}; "
+                       "set num_labels=2, or use head='sequence' or head='token'")
     self.check_head_and_numerics()
 
   @property
@@ -88,7 +106,11 @@ class BertConfig(ModelConfig):
   # ---- Hugging Face config.json ----------------------------------------------------------
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any], **overrides) -> "BertConfig":
-    """Builds a config from a HF BERT `config.json` dict; raises on a non-BERT config."""
+    """Builds a config from a HF BERT `config.json` dict; raises on a non-BERT config.
+
+    The head kind is read from `architectures` (`hf_head`) unless `head=` overrides it; a
+    head other than the checkpoint's does not inherit its labels (it gets the defaults, two
+    unnamed classes, unless `num_labels` / `label_names` are overridden too)."""
     model_type = d.get("model_type")
     if model_type != "bert":
       raise ValueError(
@@ -103,6 +125,9 @@ class BertConfig(ModelConfig):
     label_names = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
     if label_names and all(n == f"LABEL_{i}" for i, n in enumerate(label_names)):
       label_names = ()  # HF's placeholder names carry no information.
+    head = overrides.get("head") or hf_head(d)
+    if head != hf_head(d):  # the checkpoint's labels are another head's: start unlabelled
+      problem_type, num_labels, label_names = "single_label_classification", 2, ()
     kwargs = dict(
         vocab_size=d["vocab_size"],
         hidden_size=d["hidden_size"],
@@ -117,6 +142,7 @@ class BertConfig(ModelConfig):
         attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
         initializer_range=d.get("initializer_range", 0.02),
         pad_token_id=d.get("pad_token_id", 0) or 0,
+        head=head,
         num_labels=1 if problem_type == "regression" else num_labels,
         problem_type=problem_type,
         label_names=label_names if problem_type != "regression" else (),
@@ -127,7 +153,7 @@ class BertConfig(ModelConfig):
   def to_hf_dict(self) -> dict[str, Any]:
     names = self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
     return {
-        "architectures": (["BertForSequenceClassification"]
+        "architectures": ([HF_HEAD_ARCHITECTURES[self.head]]
                           + (["BertForMaskedLM"] if self.mlm_head else [])),
         "model_type": "bert",
         "vocab_size": self.vocab_size,
@@ -150,6 +176,16 @@ class BertConfig(ModelConfig):
         "id2label": {str(i): n for i, n in enumerate(names)},
         "label2id": {n: i for i, n in enumerate(names)},
     }
+
+
+def hf_head(d: dict[str, Any]) -> str:
+  """The head kind a HF config.json's `architectures` names; "sequence" for the rest (a bare
+  BertModel, BertForMaskedLM, ...), whose classifier then starts fresh as before."""
+  archs = d.get("architectures") or ()
+  for head, arch in HF_HEAD_ARCHITECTURES.items():
+    if arch in archs:
+      return head
+  return "sequence"
 
 
 def tiny_config(**overrides) -> BertConfig:

@@ -3,6 +3,11 @@
 Both directions work on plain nested dicts of NumPy arrays, the form `nnx.to_pure_dict`
 gives, so nothing here touches modules. The HF side uses PyTorch's [out, in] Linear
 layout; ours uses [in, out] and head-major Q/K/V kernels [H, N, D].
+
+Our task head's output layer is `classifier` for every head kind (so code that asks whether
+the head was trained reads one name); on the HF side it is `classifier` for the sequence and
+token heads and `qa_outputs` for the span head (`HF_HEAD_KEYS`). Only the sequence head has a
+pooler, as in transformers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from jaxdistill.models.config import BertConfig
 
 # (our path, HF key, to_ours, to_hf). The transforms take the config for head reshapes.
 Rule = tuple[tuple, str, Callable, Callable]
+
+HF_HEAD_KEYS = {"sequence": "classifier", "span": "qa_outputs", "token": "classifier"}
+# HF key prefixes of weights a checkpoint may lack; ours then start fresh.
+OPTIONAL_PREFIXES = ("pooler.", "classifier.", "qa_outputs.", "cls.")
 
 
 def _t(c, w):  # [out, in] <-> [in, out]
@@ -64,7 +73,7 @@ def _embed(ours: tuple, hf: str) -> list[Rule]:
 
 
 def encoder_rules(cfg: BertConfig) -> Iterator[Rule]:
-  """Rules for the encoder and pooler; HF keys without the `bert.` prefix."""
+  """Rules for the encoder and (sequence head only) pooler; HF keys without the `bert.` prefix."""
   yield from _embed(("embeddings", "word"), "embeddings.word_embeddings")
   yield from _embed(("embeddings", "position"), "embeddings.position_embeddings")
   yield from _embed(("embeddings", "token_type"), "embeddings.token_type_embeddings")
@@ -81,12 +90,13 @@ def encoder_rules(cfg: BertConfig) -> Iterator[Rule]:
     yield from _dense(ours + ("intermediate",), f"{hf}.intermediate.dense")
     yield from _dense(ours + ("output",), f"{hf}.output.dense")
     yield from _norm(ours + ("norm",), f"{hf}.output.LayerNorm")
-  yield from _dense(("pooler",), "pooler.dense")
+  if cfg.head == "sequence":
+    yield from _dense(("pooler",), "pooler.dense")
 
 
 def head_rules(cfg: BertConfig) -> Iterator[Rule]:
   """Rules for the task heads; their HF keys sit outside the `bert.` prefix."""
-  yield from _dense(("classifier",), "classifier")
+  yield from _dense(("classifier",), HF_HEAD_KEYS[cfg.head])
   if cfg.mlm_head:
     yield from _dense(("mlm_transform",), "cls.predictions.transform.dense")
     yield from _norm(("mlm_norm",), "cls.predictions.transform.LayerNorm")
@@ -131,7 +141,7 @@ def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params:
   fresh = []
   for path, key, to_ours, to_hf in list(encoder_rules(cfg)) + list(head_rules(cfg)):
     if key not in state:
-      if key.startswith(("pooler.", "classifier", "cls.")):
+      if key.startswith(OPTIONAL_PREFIXES):
         fresh.append(".".join(map(str, path)))
         continue
       raise ValueError(f"checkpoint has no weight {key!r}: it does not match its config.json "
@@ -148,7 +158,8 @@ def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params:
 
 
 def to_hf_state(cfg: BertConfig, params: dict, *, prefix: str = "bert.") -> dict[str, np.ndarray]:
-  """HF `BertForSequenceClassification` state dict (float32) from our params."""
+  """The state dict (float32) of the HF class `cfg.head` names (`HF_HEAD_ARCHITECTURES`:
+  BertForSequenceClassification, BertForQuestionAnswering or BertForTokenClassification)."""
   out = {}
   for path, key, _, to_hf in encoder_rules(cfg):
     out[prefix + key] = to_hf(cfg, np.asarray(_get(params, path), np.float32))

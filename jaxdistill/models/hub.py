@@ -107,31 +107,43 @@ def with_params(model: nnx.Module, params: dict) -> nnx.Module:
 
 def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = None,
                     problem_type: Optional[str] = None, label_names: tuple[str, ...] = (),
-                    **overrides) -> tuple[BertModel, list[str]]:
+                    head: Optional[str] = None, **overrides) -> tuple[BertModel, list[str]]:
   """Loads a HF BERT checkpoint into a `BertModel`.
 
-  `num_labels` / `problem_type` / `label_names` override the checkpoint's head; when they
-  change its shape, the classifier starts fresh. Weights the checkpoint lacks (classifier,
-  pooler, MLM head) are initialised as BertModel would, seeded by `seed` (see `init_fresh`).
+  `head` ("sequence", "span" or "token"; BertConfig.head) defaults to the one config.json's
+  `architectures` names (BertForQuestionAnswering: span, BertForTokenClassification: token,
+  anything else: sequence). `num_labels` / `problem_type` / `label_names` override the
+  checkpoint's head; when they or `head` change its shape or kind, the head starts fresh
+  (another kind of head also starts unlabelled: pass `num_labels` with it).
+  Weights the checkpoint lacks (classifier, pooler, MLM head) are initialised as BertModel
+  would, seeded by `seed` (see `init_fresh`).
   Returns (model, dotted paths of the freshly initialised parameters, e.g. "classifier.kernel").
   """
   model_dir = resolve_model_dir(source)
   hf_cfg = read_hf_config(model_dir)
-  if registry.arch_of_checkpoint(hf_cfg) != "bert":  # a MobileBERT or BiLSTM student
-    head = dict(num_labels=num_labels, problem_type=problem_type, label_names=tuple(label_names))
-    return registry.get(registry.arch_of_checkpoint(hf_cfg)).load(
-        model_dir, hf_cfg, seed=seed, head=head, **overrides)
+  arch = registry.arch_of_checkpoint(hf_cfg)
+  if arch != "bert":  # a MobileBERT or BiLSTM student
+    if head not in (None, "sequence"):
+      raise ValueError(f"head={head!r} needs a BERT checkpoint; {source} is a {arch} student, "
+                       "which has only the sequence head")
+    labels = dict(num_labels=num_labels, problem_type=problem_type, label_names=tuple(label_names))
+    return registry.get(arch).load(model_dir, hf_cfg, seed=seed, head=labels, **overrides)
   old_cfg = BertConfig.from_hf_dict(hf_cfg)  # a non-BERT config fails here, before the weights load
   weights = read_hf_weights(model_dir)
-  head = {}
+  labels = {}
   if problem_type == "regression":
-    head = dict(problem_type="regression", num_labels=1, label_names=())
+    labels = dict(problem_type="regression", num_labels=1, label_names=())
   elif num_labels is not None:
-    head = dict(problem_type="single_label_classification", num_labels=num_labels,
-                label_names=tuple(label_names))
-  cfg = BertConfig.from_hf_dict(hf_cfg, **head, **overrides)
-  if (old_cfg.num_labels, old_cfg.problem_type) != (cfg.num_labels, cfg.problem_type):
-    weights = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    labels = dict(problem_type="single_label_classification", num_labels=num_labels,
+                  label_names=tuple(label_names))
+  if head is not None:
+    labels["head"] = head
+  cfg = BertConfig.from_hf_dict(hf_cfg, **labels, **overrides)
+  if ((old_cfg.head, old_cfg.num_labels, old_cfg.problem_type)
+      != (cfg.head, cfg.num_labels, cfg.problem_type)):
+    # Another head's weights, even of a fitting shape (a sentence classifier is no token
+    # classifier), would only look trained.
+    weights = {k: v for k, v in weights.items() if not k.startswith(("classifier.", "qa_outputs."))}
   # The module is built abstractly: random-initialising a whole encoder only to overwrite it
   # costs seconds on CPU (mostly compiling one RNG program per weight shape). Only the weights
   # the checkpoint lacks get real values, from `init_fresh`.
@@ -170,10 +182,11 @@ def init_fresh(cfg: BertConfig, params: dict, fresh: list[str], seed: int) -> di
 
 def save_pretrained(cfg: BertConfig, params: dict, out_dir: str | os.PathLike, *,
                     tokenizer_dir: Optional[str | os.PathLike] = None) -> Path:
-  """Writes config.json, model.safetensors (and tokenizer files) loadable by
-  `transformers.BertForSequenceClassification.from_pretrained`; with `cfg.mlm_head` also by
-  `BertForMaskedLM` (the decoder is left to HF's tie to the word embeddings). Reload such a
-  model with `load_pretrained(dir, mlm_head=True)`."""
+  """Writes config.json, model.safetensors (and tokenizer files) loadable by the
+  transformers class of `cfg.head` (BertForSequenceClassification, BertForQuestionAnswering
+  or BertForTokenClassification, so by the matching `AutoModelFor...`), whose name goes in
+  `architectures`; with `cfg.mlm_head` also by `BertForMaskedLM` (the decoder is left to HF's
+  tie to the word embeddings). Reload such a model with `load_pretrained(dir, mlm_head=True)`."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   if registry.arch_name(cfg) != "bert":  # our own format, read back by load_pretrained
