@@ -49,7 +49,7 @@ def finetune_config(config):
   """The teacher stage's config: fine-tunes `teacher.source` on the task with the labels alone."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
-    c.name, c.method = f"{config.name}_teacher", "finetune"
+    c.name, c.method, c.stages = f"{config.name}_teacher", "finetune", ()
     c.student.source, c.student.init, c.student.layers = config.teacher.source, "pretrained", ()
     c.teacher.source, c.teacher.finetune = "", False
     for k in c.losses:
@@ -120,9 +120,11 @@ def stage_config(config, stage: Stage, outputs: dict[str, str], workdir: Path):
   return config_lib.prune_sections(c)
 
 
-def with_teacher(config, workdir: Path):
+def with_teacher(config, workdir: Path, base=None):
   """Runs the teacher stage if `config` asks for one (once: skipped when its export is
-  done); returns the config with teacher.source pointing at the export."""
+  done); returns the config with teacher.source pointing at the export. The teacher is
+  fine-tuned from `base` (the run's config, default `config`), never from a stage's `set`:
+  one stage's seed or restrictions must not decide the teacher every stage reads."""
   if not config.teacher.finetune:
     return config
   if not config.teacher.source:
@@ -130,7 +132,12 @@ def with_teacher(config, workdir: Path):
   tdir = Path(config.teacher.workdir or Path(workdir) / "teacher")
   if not (tdir / "export" / DONE).exists():
     log.info("teacher stage: fine-tuning %s in %s", config.teacher.source, tdir)
-    train_stage(finetune_config(config), tdir)
+    source = config
+    if base is not None:  # the run's config, with the teacher this stage names
+      source = base.copy_and_resolve_references()
+      with source.unlocked():
+        source.teacher = config.teacher.copy_and_resolve_references()
+    train_stage(finetune_config(source), tdir)
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.teacher.source, c.teacher.finetune = str(tdir / "export"), False
@@ -145,7 +152,7 @@ def run(config, workdir) -> dict:
   outputs: dict[str, str] = {}
   summary: dict = {}
   for i, st in enumerate(stages):
-    c = with_teacher(stage_config(config, st, outputs, workdir), workdir)
+    c = with_teacher(stage_config(config, st, outputs, workdir), workdir, base=config)
     if len(stages) > 1:
       log.info("stage %d/%d %r (%s) in %s", i + 1, len(stages), st.name, st.kind, st.workdir)
     if st.kind == "train":

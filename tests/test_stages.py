@@ -3,6 +3,7 @@ train-split override: the pieces every multi-stage method (TinyBERT, MiniLM with
 assistant, DistilBERT, MobileBERT, the BiLSTM) is built from."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -100,3 +101,24 @@ def test_freeze_keeps_matching_params_and_train_override_replaces_train(ckpts, t
   # 24 override rows at batch 8: 3 steps per epoch (the task's own train split has 48).
   lines = [json.loads(l) for l in (tmp_path / "frozen" / "metrics.jsonl").read_text().splitlines()]
   assert max(l["step"] for l in lines) == 3
+
+
+def test_the_teacher_stage_is_fine_tuned_from_the_runs_config_not_a_stages(tmp_path, monkeypatch):
+  """multi_teacher_kd's first stage sets seed+1 (its second teacher): the teacher stage must
+  still train with the run's seed, or both teachers are the same model."""
+  from jaxdistill import config_lib, pipeline
+  from jaxdistill.train.loop import DONE
+  seen = []
+
+  def fake_train_stage(config, workdir):
+    seen.append((config.name, config.seed, config.method, tuple(config.stages)))
+    (Path(workdir) / "export").mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "export" / DONE).write_text("{}")
+    return {}
+
+  monkeypatch.setattr(pipeline, "train_stage", fake_train_stage)
+  c = config_lib.load_config("configs/multi_teacher_kd.py:tiny")
+  pipeline.run(c, tmp_path)
+  assert seen[0][:3] == (f"{c.name}_teacher", c.seed, "finetune") and seen[0][3] == ()
+  assert seen[1][:3] == (f"{c.name}_teacher_b", c.seed + 1, "finetune")
+  assert [s[0] for s in seen] == [f"{c.name}_teacher", f"{c.name}_teacher_b", f"{c.name}_distil"]
