@@ -260,7 +260,8 @@ def test_config_round_trips_through_hf_dict_for_each_head():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: tiny_config(head="spans"), r"head 'spans' is not supported; use one of \('sequence', 'span', 'token'\)"),
+    (lambda: tiny_config(head="spans"),
+     r"head 'spans' is not supported; use one of \('sequence', 'span', 'token'\)"),
     (lambda: tiny_config(head="span", num_labels=3), r"span head has num_labels=2 .*set num_labels=2"),
     (lambda: tiny_config(head="token", problem_type="regression", num_labels=1),
      r"problem_type='regression' needs head='sequence'"),
