@@ -23,10 +23,12 @@ continues exactly where it stopped. `run` kinds other than "train" are the metho
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
-from jaxdistill import config_lib
+from jaxdistill import config_lib, run_dir
+from jaxdistill import distributed
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.methods.base import METHODS, STAGE_KINDS, load_method_module
 from jaxdistill.train.loop import DONE, train_stage
@@ -144,11 +146,26 @@ def with_teacher(config, workdir: Path, base=None):
   return c
 
 
+def earlier_stage_seconds(config, workdir: Path, stages: list, i: int) -> dict:
+  """{stage name: train seconds} of the train stages before stage i (from their export/DONE),
+  and "teacher" for the teacher stage when this run fine-tunes one."""
+  out, earlier = {}, [s for s in stages[:i] if s.kind == "train"]
+  tuned = config.teacher.finetune or any(dict(s.sets).get("teacher.finetune") for s in stages)
+  tdir = Path(config.teacher.workdir or Path(workdir) / "teacher") if tuned else None
+  for name, d in ([("teacher", tdir)] if tdir else []) + [(s.name, s.workdir) for s in earlier]:
+    done = Path(d) / "export" / DONE
+    if done.is_file():
+      out[name] = float(json.loads(done.read_text()).get("train_seconds", 0.0))
+  return out
+
+
 def run(config, workdir) -> dict:
   """Runs every stage in order; returns the last train stage's summary (or {})."""
   workdir = Path(workdir)
   config_lib.check_stages(config)
   stages = plan(config, workdir)
+  if distributed.is_main():  # lets a rerun of the finished run print its report (run_dir.py)
+    run_dir.write_run_config(config, workdir)
   outputs: dict[str, str] = {}
   summary: dict = {}
   for i, st in enumerate(stages):
@@ -157,7 +174,8 @@ def run(config, workdir) -> dict:
       log.info("stage %d/%d %r (%s) in %s", i + 1, len(stages), st.name, st.kind, st.workdir)
     if st.kind == "train":
       if st.last or not (st.workdir / "export" / DONE).exists():
-        summary = train_stage(c, st.workdir)
+        summary = train_stage(c, st.workdir, earlier_stages=earlier_stage_seconds(
+            config, workdir, stages, i), stage_name=st.name)
       else:
         log.info("stage %r is done (%s exists); skipped", st.name, st.workdir / "export" / DONE)
       outputs[st.name] = str(st.workdir / "export")

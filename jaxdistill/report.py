@@ -143,7 +143,8 @@ class CompressionReport:
   speedup: float | None = None
   latency_iters: int | None = None
   device: str = ""
-  train_seconds: float | None = None
+  train_seconds: float | None = None  # every train stage of the run (train_stages), summed
+  train_stages: dict = dataclasses.field(default_factory=dict)  # stage -> seconds ("teacher" apart)
   config: dict = dataclasses.field(default_factory=dict)
   extra: dict = dataclasses.field(default_factory=dict)
 
@@ -160,7 +161,7 @@ class CompressionReport:
             teacher_params_no_embed: int | None = None, student_params_no_embed: int | None = None,
             latency: dict | None = None, batch_shape=None, device: str = "",
             train_seconds: float | None = None, config: dict | None = None,
-            extra: dict | None = None) -> "CompressionReport":
+            extra: dict | None = None, train_stages: dict | None = None) -> "CompressionReport":
     """Derive retention, ratios and milliseconds; ``latency`` is ``compare_latency``'s dict."""
     retention = {split: retention_pct(teacher_metrics[split].get(metric), m.get(metric))
                  for split, m in student_metrics.items() if split in teacher_metrics}
@@ -175,6 +176,7 @@ class CompressionReport:
                batch_shape=batch_shape, teacher_ms=ms(lat.get("teacher_s")),
                student_ms=ms(lat.get("student_s")), speedup=lat.get("speedup"),
                latency_iters=lat.get("iters"), device=device, train_seconds=train_seconds,
+               train_stages={k: float(v) for k, v in (train_stages or {}).items()},
                config=config or {}, extra=extra or {})
 
   def to_dict(self) -> dict:
@@ -242,7 +244,7 @@ def format_report(report: CompressionReport, *, include_config: bool = False) ->
             f"| latency, batch [B, S] = {shape} (ms, median) | {_num(r.teacher_ms, '{:.2f}')} "
             f"| {_num(r.student_ms, '{:.2f}')} | {_num(r.speedup, '{:.2f}x')} |", "",
             f"Device: {r.device or 'n/a'}. Latency iterations: {r.latency_iters or 'n/a'}. "
-            f"Training time: {_duration(r.train_seconds)}."]
+            f"Training time: {_training_time(r)}."]
   if r.extra:
     lines += ["", "Extra: " + json.dumps(r.extra, sort_keys=True)]
   if include_config and r.config:
@@ -264,6 +266,19 @@ def _atomic_write(path: Path, text: str) -> None:
     if os.path.exists(tmp):  # e.g. the disk filled up mid-write: leave no litter behind
       os.unlink(tmp)
     raise
+
+
+def _training_time(r: CompressionReport) -> str:
+  """One rule for every method: the student's train stages summed (a one-stage run: its own
+  time); the teacher's fine-tuning, when the run did it, shown beside, not in the sum."""
+  stages = {k: v for k, v in r.train_stages.items() if k != "teacher"}
+  text = _duration(r.train_seconds)
+  if len(stages) > 1:
+    text += f" (its {len(stages)} train stages: " + ", ".join(
+        f"{k} {_duration(v)}" for k, v in stages.items()) + ")"
+  if "teacher" in r.train_stages:
+    text += f"; teacher fine-tuning {_duration(r.train_stages['teacher'])} besides"
+  return text
 
 
 def write_report(report: CompressionReport, workdir) -> tuple[Path, Path]:

@@ -75,3 +75,18 @@ def test_exports_and_reports_are_written_like_the_other_files(tmp_path):
   md, js = R.write_report(r, tmp_path / "run")
   assert _mode(md) == _mode(js) == 0o644
 
+
+
+def test_rerunning_a_finished_run_prints_its_report_and_touches_nothing(tmp_path):
+  wd = tmp_path / "kd"
+  rc, out, _ = _cli("--config", "configs/kd.py:tiny", "--workdir", str(wd))
+  assert rc == 0, out
+  files = {p: p.stat().st_mtime_ns for p in wd.rglob("*") if p.is_file()}
+  rc, out, seconds = _cli("--config", "configs/kd.py:tiny", "--workdir", str(wd))
+  assert rc == 0 and "holds this run, finished" in out and "Compression report" in out, out
+  assert seconds < 10, f"a finished run took {seconds:.1f} s to report"
+  assert {p: p.stat().st_mtime_ns for p in wd.rglob("*") if p.is_file()} == files
+  # Another config in the same workdir: refused, naming what differs; nothing written.
+  rc, out, _ = _cli("--config", "configs/kd.py:tiny", "--workdir", str(wd), "--config.optim.lr=0.5")
+  assert rc == 2 and "another config (optim.lr: " in out and "new --workdir" in out, out
+  assert {p: p.stat().st_mtime_ns for p in wd.rglob("*") if p.is_file()} == files

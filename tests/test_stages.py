@@ -39,6 +39,7 @@ def _flat(params):
 
 def test_stages_chain_exports_and_rerun_skips_done_stages(ckpts, tmp_path):
   c = _config(ckpts, tmp_path)
+  c.report.compression, c.report.latency_iters = True, 1
   c.stages = (
       {"name": "first", "set": {"losses.kd": 0.0, "losses.hard_ce": 1.0}},
       {"name": "second", "set": {"student.source": "@stage:first", "student.init": "pretrained",
@@ -55,6 +56,12 @@ def test_stages_chain_exports_and_rerun_skips_done_stages(ckpts, tmp_path):
   b = _flat(params_of(load_pretrained(str(tmp_path / "run" / "export"))[0]))
   changed = {k for k in a if not np.array_equal(a[k], b[k])}
   assert changed and all("classifier" in k for k in changed), changed
+  # One rule for the report's training time: every train stage of the run, summed.
+  report = json.loads((tmp_path / "run" / "report.json").read_text())
+  first_s = json.loads((first / "DONE").read_text())["train_seconds"]
+  last_s = json.loads((tmp_path / "run" / "export" / "DONE").read_text())["train_seconds"]
+  assert report["train_stages"] == pytest.approx({"first": first_s, "second": last_s})
+  assert report["train_seconds"] == pytest.approx(first_s + last_s)
   # Rerunning skips the finished first stage (its files stay untouched).
   stamp = (first / "model.safetensors").stat().st_mtime_ns
   train_and_evaluate(c, tmp_path / "run")
@@ -110,7 +117,7 @@ def test_the_teacher_stage_is_fine_tuned_from_the_runs_config_not_a_stages(tmp_p
   from jaxdistill.train.loop import DONE
   seen = []
 
-  def fake_train_stage(config, workdir):
+  def fake_train_stage(config, workdir, **_):
     seen.append((config.name, config.seed, config.method, tuple(config.stages)))
     (Path(workdir) / "export").mkdir(parents=True, exist_ok=True)
     (Path(workdir) / "export" / DONE).write_text("{}")

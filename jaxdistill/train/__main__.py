@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from jaxdistill import data as data_lib
+from jaxdistill import run_dir
 from jaxdistill.config_lib import ConfigError, apply_overrides, load_config, parse_overrides
 
 
@@ -73,6 +74,14 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("runs", config.name)
+  try:  # this run, already finished: its report, in a fraction of a second (no JAX import)
+    finished = run_dir.finished_report(config, workdir)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if finished:
+    print(finished)
+    return 0
   # Heavy imports and process-wide settings: only now that the config is known to be good.
   import jax  # noqa: PLC0415  (after the checks: a bad flag must not wait for JAX)
 

@@ -19,7 +19,8 @@ def _non_embedding_params(params: dict) -> int:
 
 
 def compression_report(config, task, mesh, batch_sharding, teacher, s_predict,
-                       student_params: dict, student_results: dict, workdir, train_seconds: float):
+                       student_params: dict, student_results: dict, workdir, train_seconds: float,
+                       train_stages: dict | None = None):
   """`teacher.params` and `student_params` are placed as the train step places them;
   `s_predict` is the run's own jitted student forward (`step.make_predict`)."""
   t_predict = make_predict(mesh, teacher.cfg, sharding.rules_of(config), role="teacher")
@@ -41,7 +42,7 @@ def compression_report(config, task, mesh, batch_sharding, teacher, s_predict,
       teacher_params_no_embed=_non_embedding_params(teacher.params),
       student_params_no_embed=_non_embedding_params(student_params),
       latency=latency, batch_shape=shape, device=str(jax.devices()[0].device_kind),
-      train_seconds=train_seconds, config=config.to_dict())
+      train_seconds=train_seconds, train_stages=train_stages, config=config.to_dict())
   if distributed.is_main():
     write_report(report, workdir)
     print(format_report(report))

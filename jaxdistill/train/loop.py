@@ -72,8 +72,11 @@ def load_teachers(config, method, task, sources: tuple, student, tok_source: str
   return teachers
 
 
-def train_stage(config, workdir) -> dict:
-  """Runs one stage in `workdir`; returns its summary (metrics, params, report)."""
+def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_name: str = "") -> dict:
+  """Runs one stage in `workdir`; returns its summary (metrics, params, report).
+
+  `earlier_stages` ({stage name: train seconds}, "teacher" for the teacher's fine-tuning):
+  the run's earlier train stages, so the report's training time covers the whole run."""
   if config.teacher.finetune or config.stages:
     raise ValueError("train_stage runs one stage: expand teacher.finetune and config.stages "
                      "with jaxdistill.pipeline.run (python -m jaxdistill.train does)")
@@ -181,8 +184,10 @@ def train_stage(config, workdir) -> dict:
       (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
     distributed.sync(f"export {workdir}")  # a next stage on any host reads it
   if teachers and config.report.compression and results:
+    stages = {**(earlier_stages or {}), stage_name or config.name: summary["train_seconds"]}
+    run_seconds = sum(v for k, v in stages.items() if k != "teacher")
     summary["report"] = compression_report(config, task, mesh, batch_sharding, teachers[0], predict,
-                                           params, results, workdir, summary["train_seconds"])
+                                           params, results, workdir, run_seconds, stages)
   return summary
 
 
