@@ -3,7 +3,7 @@
     from jaxdistill.predict import Classifier
     clf = Classifier.load("runs/demo/export")
     clf(["a gorgeous, witty film", "two hours I will never get back"])
-    # [{'label': 'fresh', 'score': 0.97}, {'label': 'rotten', 'score': 0.91}]
+    # [{'label': 'fresh', 'score': 0.98}, {'label': 'rotten', 'score': 0.79}]  (a KD student)
     clf.probabilities(texts)        # np.ndarray [N, C] (regression: the values, [N])
 
     python -m jaxdistill.predict runs/demo/export "a gorgeous, witty film" "dull"
