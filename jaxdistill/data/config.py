@@ -25,7 +25,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   """All `config.data` keys with their defaults (see module docs of jaxdistill.data)."""
   return ml_collections.ConfigDict(
       dict(
-          task="rotten_tomatoes",  # "rotten_tomatoes" | "files" | "glue/<name>"
+          task="rotten_tomatoes",  # rotten_tomatoes | amazon_food | squad | wnut16 | files | glue/<name>
           path="",  # GLUE directory for glue tasks; "" = Hugging Face hub (needs network)
           train_file="",  # task="files": one file per split (csv/tsv/json/jsonl/parquet)
           dev_file="",
@@ -37,6 +37,10 @@ def default_data_config() -> ml_collections.ConfigDict:
           is_regression=False,  # task="files": float labels, no label names
           max_length=64,  # tokens incl. special tokens; longer inputs are truncated
           max_examples=0,  # 0 = all; else keep the first N rows of every split
+          # squad / wnut16: the first N examples of dev and test (0 = all; max_examples then
+          # cuts train alone), and SQuAD's window overlap in tokens.
+          max_eval_examples=0,
+          doc_stride=128,
           # A file (csv/tsv/json/jsonl/parquet) replacing the train split of any task, e.g.
           # augmented data: the task's text column(s) and, optionally, its label column;
           # rows without a label are unlabelled (label -1: no hard loss, distillation only).
@@ -59,6 +63,8 @@ class DataSpec:
   is_regression: bool = False
   max_length: int = 64
   max_examples: int = 0
+  max_eval_examples: int = 0
+  doc_stride: int = 128
   train_override: str = ""
 
   def files_by_split(self) -> dict[str, str]:
@@ -95,13 +101,13 @@ def parse_data_config(cfg) -> DataSpec:
     logger.warning("ignoring unknown config.data keys %s (known: %s)", unknown, sorted(known))
   values = {k: raw[k] for k in known if k in raw}
   if "task" not in values:
-    raise DataError("config.data.task is missing; set it to 'rotten_tomatoes', 'files' or 'glue/<name>'")
+    raise DataError("config.data.task is missing; set it to 'rotten_tomatoes', 'amazon_food', 'files' or 'glue/<name>'")
 
   for key in ("task", "path", "train_file", "dev_file", "test_file",
               "text_column", "text_pair_column", "label_column", "train_override"):
     if key in values:
       values[key] = _check_type(key, values[key] if values[key] is not None else "", str, "a string").strip()
-  for key in ("max_length", "max_examples"):
+  for key in ("max_length", "max_examples", "max_eval_examples", "doc_stride"):
     if key in values:
       _check_type(key, values[key], int, "an int")
   if "is_regression" in values:

@@ -130,6 +130,11 @@ class TaskData:
   is_regression: bool
   splits: dict[str, Split]  # a Splits: splits["dev"] works for MNLI too
   text_columns: tuple[str, ...]
+  # The head the task needs: "sequence" (labels [N]), "token" (labels [N, S], -100 = not
+  # scored) or "span" (labels [N, 2]: start and end token). `meta`: per split, what its
+  # evaluation needs beyond the arrays (data/token_span_tasks.py).
+  kind: str = "sequence"
+  meta: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_labels(self) -> int:

@@ -5,7 +5,7 @@ See docs/losses.md for the table of formulas and papers.  Reduction convention
 :mod:`jaxdistill.losses._common`.
 """
 
-from ._common import REDUCTIONS, reduce_loss, sum_over_layer_pairs
+from ._common import NEG_LARGE, REDUCTIONS, reduce_loss, sum_over_layer_pairs
 from .hidden import (cosine_embedding_loss, mlm_cross_entropy_loss, mobilebert_feature_map_loss,
                      mobilebert_mean_loss, mobilebert_variance_loss, pkd_loss,
                      tinybert_attention_loss, tinybert_embedding_loss, tinybert_hidden_loss)
@@ -19,6 +19,7 @@ from .soft_targets import (cross_entropy_loss, kd_kl_loss, logit_mse_loss, regre
                            soft_cross_entropy_loss, tinybert_prediction_loss)
 
 __all__ = [
+    "NEG_LARGE",
     # soft targets / outputs
     "kd_kl_loss", "soft_cross_entropy_loss", "cross_entropy_loss", "logit_mse_loss",
     "regression_mse_loss", "tinybert_prediction_loss",

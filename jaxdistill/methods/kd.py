@@ -28,6 +28,22 @@ def _weights(x: Inputs):
   return x.batch["example_weight"]
 
 
+def task_view(logits: jax.Array, x: Inputs):
+  """(logits, mask) as rows of class scores for the student's head, so one formula serves
+  every task: a sequence head's [B, C] as they are; a token head's [B, S, C] with the mask
+  of the labelled positions (each word's first wordpiece: labels >= 0); a span head's
+  [B, S, 2] as [B, 2, S] (start and end are each a distribution over positions, padding
+  excluded), no mask. hard_ce is then the mean over labelled tokens, or (CE_start + CE_end) / 2
+  as BertForQuestionAnswering computes it; kd compares the same rows of the teacher."""
+  head = getattr(x.student_cfg, "head", "sequence")
+  if head == "token":
+    return logits, x.batch["labels"] >= 0
+  if head == "span":
+    z = jnp.swapaxes(logits, 1, 2)
+    return jnp.where(x.batch["attention_mask"][:, None, :] > 0, z, losses.NEG_LARGE), None
+  return logits, None
+
+
 def classification_only(name: str, x: Inputs) -> None:
   if x.student_cfg.problem_type == "regression":
     raise ValueError(f"loss term {name!r} needs class logits but the task is regression; "
@@ -46,6 +62,10 @@ class HardCE(Term):
       known = jnp.isfinite(labels)
       return losses.regression_mse_loss(logits[:, 0], jnp.where(known, labels, 0.0),
                                         example_weight=_weights(x) * known)
+    if getattr(x.student_cfg, "head", "sequence") != "sequence":
+      z, mask = task_view(logits, x)
+      return losses.cross_entropy_loss(z, jnp.maximum(labels, 0), mask=mask,
+                                       example_weight=_weights(x))
     known = labels >= 0
     return losses.cross_entropy_loss(logits, jnp.maximum(labels, 0),
                                      example_weight=_weights(x) * known)
@@ -70,7 +90,8 @@ class KD(_SoftTargets):
 
   def __call__(self, x: Inputs) -> jax.Array:
     classification_only("kd", x)
-    return losses.kd_kl_loss(x.student.logits, x.teacher.logits, self.temperature(x.progress),
+    (zs, mask), (zt, _) = task_view(x.student.logits, x), task_view(x.teacher.logits, x)
+    return losses.kd_kl_loss(zs, zt, self.temperature(x.progress), mask=mask,
                              scale_by_t2=self.t2_scaling, example_weight=_weights(x))
 
 
@@ -81,8 +102,8 @@ class SoftCE(_SoftTargets):
 
   def __call__(self, x: Inputs) -> jax.Array:
     classification_only("soft_ce", x)
-    return losses.soft_cross_entropy_loss(x.student.logits, x.teacher.logits,
-                                          self.temperature(x.progress),
+    (zs, mask), (zt, _) = task_view(x.student.logits, x), task_view(x.teacher.logits, x)
+    return losses.soft_cross_entropy_loss(zs, zt, self.temperature(x.progress), mask=mask,
                                           scale_by_t2=self.t2_scaling, example_weight=_weights(x))
 
 
@@ -93,4 +114,9 @@ class LogitMSE(Term):
   teacher = Collect()
 
   def __call__(self, x: Inputs) -> jax.Array:
-    return losses.logit_mse_loss(x.student.logits, x.teacher.logits, example_weight=_weights(x))
+    if getattr(x.student_cfg, "head", "sequence") == "span":  # raw logits, real positions only
+      m = x.batch["attention_mask"] > 0
+      return losses.logit_mse_loss(x.student.logits, x.teacher.logits, mask=m,
+                                   example_weight=_weights(x))
+    zs, mask = task_view(x.student.logits, x)
+    return losses.logit_mse_loss(zs, x.teacher.logits, mask=mask, example_weight=_weights(x))

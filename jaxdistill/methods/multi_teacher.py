@@ -73,6 +73,9 @@ class MultiKD(Term):
 
   def __call__(self, x: Inputs) -> jax.Array:
     classification_only("multi_kd", x)
+    if getattr(x.student_cfg, "head", "sequence") != "sequence":
+      raise ValueError("multi_kd combines sentence-level soft targets; for token or span tasks "
+                       "use losses.kd with one teacher")
     t = self.temperature(x.progress)
     logits = tuple(o.logits for o in x.teachers)
     target = combined_targets(logits, self.normalised_weights(len(logits)), t, self.combine)

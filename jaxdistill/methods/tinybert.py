@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jaxdistill import losses
 from jaxdistill.data import augment_tinybert
 from jaxdistill.core.outputs import Collect
+from jaxdistill.methods.kd import task_view
 from jaxdistill.methods.base import Inputs, Term, register, register_stage_kind, register_term
 from jaxdistill.methods.distill import Distill
 from jaxdistill.models import BertConfig
@@ -183,7 +184,9 @@ class Prediction(Term):
     if x.student_cfg.problem_type == "regression":
       raise ValueError("tinybert_prediction needs class logits but the task is regression; "
                        "use losses.logit_mse (TinyBERT's own choice for STS-B) instead")
-    return losses.tinybert_prediction_loss(x.student.logits, x.teacher.logits, self.temperature,
+    # Token and span heads: the same rows as kd (methods/kd.py task_view).
+    (zs, mask), (zt, _) = task_view(x.student.logits, x), task_view(x.teacher.logits, x)
+    return losses.tinybert_prediction_loss(zs, zt, self.temperature, mask=mask,
                                            example_weight=x.batch["example_weight"])
 
 

@@ -28,6 +28,10 @@ class Built(NamedTuple):
 def head_overrides(task) -> dict:
   if task.is_regression:
     return dict(problem_type="regression")
+  if task.kind == "span":
+    return dict(head="span", num_labels=2, label_names=())
+  if task.kind == "token":
+    return dict(head="token", num_labels=task.num_labels, label_names=tuple(task.label_names))
   if not task.label_names:  # text without labels (an MLM stage): keep the source's head
     return {}
   return dict(num_labels=task.num_labels, label_names=tuple(task.label_names or ()))
@@ -56,6 +60,9 @@ def build_student(config, task, teacher_source: Optional[str], method: Method) -
   if s.arch != "bert":  # MobileBERT, BiLSTM: built by their methods/ modules
     if s.arch not in STUDENT_ARCHS:
       raise ValueError(f"student.arch={s.arch!r}; use one of {', '.join(('bert', *STUDENT_ARCHS))}")
+    if task.kind != "sequence":
+      raise ValueError(f"student.arch={s.arch} has only a sequence head but {task.name} needs a "
+                       f"{task.kind} head; use student.arch=bert")
     cfg, params, fresh = STUDENT_ARCHS[s.arch](config, task, source, head_overrides(task))
     return Built(cfg, params, fresh)
   if s.init == "random":
@@ -92,6 +99,10 @@ def build_teacher(source: str, config, task, method: Method) -> Built:
                      "first (the teacher_mlm stage of configs/distilbert.py)")
   if not teacher_head_used(config, task, method):
     return Built(cfg, params_of(model), fresh)
+  head = getattr(cfg, "head", "sequence")
+  if head != task.kind:
+    raise ValueError(f"teacher {source} has a {head} head but the task {task.name!r} needs a "
+                     f"{task.kind} head; fine-tune the teacher on this task first (teacher.finetune=True)")
   if task.is_regression != (cfg.problem_type == "regression") or (
       not task.is_regression and cfg.num_labels != task.num_labels):
     raise ValueError(f"teacher {source} has a {cfg.problem_type} head with {cfg.num_labels} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxdistill import data as data_lib
+from jaxdistill.data import squad, token_span_tasks
 from jaxdistill.metrics import compute_metrics, primary_metric, task_kind
 from jaxdistill.train.sharding import BatchLayout
 
@@ -13,6 +14,8 @@ __all__ = ["evaluate", "predict_split", "task_metric"]
 
 def task_metric(task) -> str:
   """The metric that picks the best checkpoint and measures retention for `task`."""
+  if task.kind != "sequence":  # entity F1 (NER), SQuAD F1
+    return "f1"
   return primary_metric(_kind(task))
 
 
@@ -33,8 +36,10 @@ def predict_split(predict, params, task, split: str, config, batch_sharding) -> 
   for rows, batch in zip(data_lib.batch_plan(data.lengths, bs, train=False),
                          layout.batches(data, train=False, bucket_multiple=config.train.bucket_multiple),
                          strict=True):
-    out = predict(params, layout.put(batch))
-    logits.append(np.asarray(out)[:len(rows)])
+    out = np.asarray(predict(params, layout.put(batch)))[:len(rows)]
+    if out.ndim == 3:  # per-token logits [B, S_batch, C]: to the split's full length
+      out = np.pad(out, ((0, 0), (0, data.max_length - out.shape[1]), (0, 0)))
+    logits.append(out)
     labels.append(data.labels[rows])
   logits, labels = np.concatenate(logits), np.concatenate(labels)
   if len(labels) != len(task.splits[split]):
@@ -42,7 +47,16 @@ def predict_split(predict, params, task, split: str, config, batch_sharding) -> 
   return logits, labels
 
 
-def evaluate(predict, params, task, split: str, config, batch_sharding) -> dict[str, float]:
+def evaluate(predict, params, task, split: str, config, batch_sharding, *,
+             predictions_path=None) -> dict[str, float]:
+  """The split's metrics. `predictions_path`: for SQuAD, also write the answers there in the
+  official format (id -> text), as the official evaluate-v1.1.py reads them."""
   logits, labels = predict_split(predict, params, task, split, config, batch_sharding)
+  if task.kind == "span" and predictions_path is not None:
+    squad.write_predictions(str(predictions_path), token_span_tasks.span_predictions(logits, task.meta[split]))
+  if task.kind == "token":
+    return token_span_tasks.token_metrics(logits, task.meta[split], task.label_names)
+  if task.kind == "span":
+    return token_span_tasks.span_metrics(logits, task.meta[split])
   preds = logits[:, 0] if task.is_regression else logits
   return {k: float(v) for k, v in compute_metrics(_kind(task), preds, labels).items()}

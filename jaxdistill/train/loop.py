@@ -166,7 +166,8 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
   if config.train.select_best:
     params = ckpt.best_params(params) or params
   ckpt.close()
-  results = {split: evaluate(predict, params, task, split, config, batch_sharding)
+  results = {split: evaluate(predict, params, task, split, config, batch_sharding,
+                            predictions_path=workdir / f"predictions_{split}.json" if main else None)
              for split in eval_splits(task)}
   writer.write(total_steps, {f"final/{s}/{k}": v for s, m in results.items() for k, v in m.items()})
   writer.close()

@@ -176,5 +176,7 @@ def teacher_inputs(teacher_params: Optional[tuple], cached_logits, local_batch: 
   the teachers' params."""
   if cached_logits is not None:
     rows = cached_logits[np.maximum(local_batch["index"], 0)]
+    if rows.ndim == 4:  # per-token logits [B, T, S, C], cached at full length: the batch's S
+      rows = rows[:, :, :local_batch["input_ids"].shape[1]]
     return TeacherInputs(None, layout.put({"logits": rows})["logits"])
   return TeacherInputs(teacher_params, None)
