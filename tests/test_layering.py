@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxdistill"
 # (layer, module prefixes), lowest first. The most specific prefix wins.
 LAYERS = [
     ("core", ("jaxdistill.core", "jaxdistill.distributed", "jaxdistill.host_memory",
-              "jaxdistill.metrics", "jaxdistill.recipes")),
+              "jaxdistill.metrics", "jaxdistill.recipes", "jaxdistill.stats")),
     ("base", ("jaxdistill.losses", "jaxdistill.models", "jaxdistill.data", "jaxdistill.config_lib",
-              "jaxdistill.catalog", "jaxdistill.run_dir",
+              "jaxdistill.catalog", "jaxdistill.run_dir", "jaxdistill.config_presets",
+              "jaxdistill.results_store",
               "jaxdistill.report", "jaxdistill.testing")),
     ("methods", ("jaxdistill.methods",)),
     ("train", ("jaxdistill.train",)),
@@ -36,7 +37,9 @@ BASE_ALLOWED = {
     "jaxdistill.losses": ("jaxdistill.losses",),
     "jaxdistill.models": ("jaxdistill.models",),
     "jaxdistill.data": ("jaxdistill.data", "jaxdistill.models"),
-    "jaxdistill.config_lib": ("jaxdistill.data.config", "jaxdistill.catalog"),
+    "jaxdistill.config_lib": ("jaxdistill.data.config", "jaxdistill.catalog", "jaxdistill.config_presets"),
+    "jaxdistill.config_presets": (),
+    "jaxdistill.results_store": ("jaxdistill.data.errors",),
     "jaxdistill.catalog": (),
     "jaxdistill.run_dir": (),
     "jaxdistill.report": (),

@@ -81,9 +81,9 @@ def build_student(config, task, teacher_source: Optional[str], method: Method) -
 
 
 def teacher_head_used(config, task, method: Method) -> bool:
-  """Whether the run reads the teacher's task head: a loss on its logits, Theseus (the
-  predecessor's classifier is the model's) or the compression report on a labelled task (its
-  accuracy). Terms on its encoder or MLM head alone (DistilBERT's general distillation) do
+  """Whether the run reads the teacher's task head: a loss on its logits, a method whose
+  student forward runs the teacher's modules (module replacing: the predecessor's classifier
+  is the model's) or the compression report on a labelled task (its accuracy). Terms on its encoder or MLM head alone (DistilBERT's general distillation) do
   not, so a checkpoint whose classifier never trained (an MLM-head-only stage's export) may
   teach them."""
   labelled = task.is_regression or bool(task.label_names)
