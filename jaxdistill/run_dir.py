@@ -41,8 +41,10 @@ def write_run_config(config, workdir) -> None:
 def _differences(old, new, prefix: str = "") -> list[str]:
   if isinstance(old, dict) and isinstance(new, dict):
     out = []
-    for k in sorted(set(old) | set(new)):
-      out += _differences(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")
+    # Only keys both have: a key jaxdistill added (or dropped) since the run is no change the
+    # user made, and must not lock them out of their finished runs after an upgrade.
+    for k in sorted(set(old) & set(new)):
+      out += _differences(old[k], new[k], f"{prefix}{k}.")
     return out
   return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 

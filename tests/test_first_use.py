@@ -90,3 +90,20 @@ def test_rerunning_a_finished_run_prints_its_report_and_touches_nothing(tmp_path
   rc, out, _ = _cli("--config", "configs/kd.py:tiny", "--workdir", str(wd), "--config.optim.lr=0.5")
   assert rc == 2 and "another config (optim.lr: " in out and "new --workdir" in out, out
   assert {p: p.stat().st_mtime_ns for p in wd.rglob("*") if p.is_file()} == files
+
+
+def test_keys_added_to_the_library_since_a_run_do_not_make_it_another_config(tmp_path):
+  import json
+  from jaxdistill import run_dir
+  c = config_lib.load_config(str(REPO / "configs/kd.py:tiny"))
+  run_dir.write_run_config(c, tmp_path)
+  (tmp_path / "export").mkdir()
+  (tmp_path / "export" / "DONE").write_text(json.dumps({"student": {"test": {"accuracy": 0.5}}}))
+  stored = json.loads((tmp_path / "run_config.json").read_text())
+  del stored["data"]["doc_stride"]  # as written by an older jaxdistill
+  (tmp_path / "run_config.json").write_text(json.dumps(stored))
+  assert "finished" in run_dir.finished_report(c, tmp_path)
+  with c.unlocked():
+    c.optim.lr = 0.5
+  with pytest.raises(ConfigError, match=r"optim.lr: 0.0001 -> 0.5"):
+    run_dir.finished_report(c, tmp_path)
