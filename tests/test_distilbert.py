@@ -1,5 +1,6 @@
 """DistilBERT's general distillation: BERT's dynamic masking against its definition (15% of
 the real non-special tokens of a row; 80% [MASK], 10% random, 10% unchanged) over many draws,
+HF's count^-s selection (mlm_smoothing) against NumPy and the pre-smoothing masks bit for bit,
 the three loss terms against NumPy, both models reading the same masked ids inside the train
 step, unlabelled text as data, the teacher checks, and the tiny config end to end."""
 
@@ -21,6 +22,7 @@ from jaxdistill.models.hub import load_pretrained, params_of, read_hf_weights, w
 from jaxdistill.testing import tiny_checkpoint
 from jaxdistill import methods
 from jaxdistill.core import rng as streams
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.methods import TERMS, Inputs
 from jaxdistill.methods.base import RunInfo
 from jaxdistill.pipeline import run as train_and_evaluate
@@ -145,6 +147,7 @@ def test_wrong_mask_id_is_a_clear_error():
   c.distilbert.mask_token_id = 104
   with pytest.raises(ValueError, match=r"\[MASK\]=103.*--config.distilbert.mask_token_id=103"):
     distilbert.check_token_ids(distilbert.Masking.from_config(c), V, c.student.source)
+
 
 
 # ---- The loss terms against NumPy --------------------------------------------------------------

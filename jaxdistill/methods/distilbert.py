@@ -5,9 +5,11 @@ Terms (`config.losses.<name>`; the paper's weights are distil_soft_ce 5, mlm 2, 
   step draws new masks from (seed, step) and the student and the teacher read the same
   masked ids), and the student's masked-LM cross-entropy at the selected positions.
 - `distil_soft_ce`: the soft-target loss between the teacher's and the student's MLM
-  distributions over the vocabulary at temperature T, at the selected positions only (the
-  authors' code restricts it to the MLM mask): T^2 * KL(p_t || p_s), their KLDivLoss, which
-  has the gradients of the paper's cross-entropy form.
+  distributions over the vocabulary at temperature T, at the selected positions only:
+  T^2 * KL(p_t || p_s), their KLDivLoss, which has the gradients of the paper's cross-entropy
+  form. jaxdistill always restricts it (the MLM heads run at the selected positions only, see
+  head_logits); the authors' train.py does so only with `--restrict_ce_to_mask`, which is off
+  by default and in their README's command: their default averages it over every real token.
 - `cosine`: 1 - cos between the last hidden states of student and teacher at real tokens.
 
 Masking follows BERT (Devlin et al. 2019): of each row's real, non-special tokens,
@@ -15,6 +17,18 @@ max(1, round(mask_prob * n)) are selected (never [CLS], [SEP], [PAD], [UNK] or [
 selected token becomes [MASK] with probability 0.8, a uniformly random id with 0.1, and
 stays itself with 0.1. `batch["mlm_labels"]` holds the original id there and -1 elsewhere.
 The MLM heads run at those positions only (`head_logits`), never on all [B, S, V] logits.
+
+`distilbert.mlm_smoothing` = s > 0 is the rare-token emphasis of the authors' train.py (from
+XLM; their default s = 0.7): a token is selected with probability proportional to
+max(count, 1)^-s, count = its occurrences in the stage's training corpus (as tokenised for the
+stage, counted once on the host), special tokens 0. As theirs (torch.multinomial without
+replacement) the draw is successive sampling without replacement, done here as the
+exponential race: the k smallest of E_i / w_i, E_i = -log(1 - u_i) ~ Exp(1), are a weighted
+draw of k without replacement, and with equal weights they are the k smallest u_i, the uniform
+selection. s = 0 keeps the uniform code path and its exact draws. Unlike theirs, the count
+stays per row (BERT's max(1, round(0.15 n)), so the weights choose which tokens of a row);
+theirs draws ceil(0.15 * the batch's real tokens) over the whole batch, so a row of rare
+tokens gets more than 15% and a row of common ones less.
 
 Stage kind `distilbert_text` (`register_stage_kind`) writes the unlabelled corpus the MLM stages
 read: `distilbert.text_file` (a .txt file, one text per line, or a csv/tsv/json/jsonl/parquet
@@ -27,20 +41,26 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxdistill import data as data_lib
 from jaxdistill import distributed, losses
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.outputs import Collect
+from jaxdistill.data.config import DataSpec
 from jaxdistill.data.errors import DataError
 from jaxdistill.data.files import read_table, require_columns
+from jaxdistill.data.tokenization import tokenize_split
 from jaxdistill.methods.base import (Inputs, Term, graphdef_of, register, register_stage_kind,
                                      register_term)
 from jaxdistill.methods.distill import Distill
@@ -59,30 +79,42 @@ CONFIG = dict(
     random_token_prob=0.1,    # ... by a random id; the rest stays unchanged
     mask_token_id=103,        # [MASK]
     special_token_ids=(0, 100, 101, 102, 103),  # [PAD] [UNK] [CLS] [SEP] [MASK]: never selected
+    mlm_smoothing=0.0,        # select tokens with p ~ count^-s (HF's train.py: 0.7); 0 = uniform
     text_file="",             # the distilbert_text stage's corpus; "" = the task's train texts
     text_column="text",       # its column (csv/tsv/json/jsonl/parquet)
 )
 
 
 # ---- Masking (the prepare hook) --------------------------------------------------------------
-def select_positions(key, eligible: jax.Array, mask_prob: float) -> jax.Array:
+def select_positions(key, eligible: jax.Array, mask_prob: float, weights: jax.Array | None = None
+                     ) -> jax.Array:
   """[B, S] bool: max(1, round(mask_prob * n)) of each row's n eligible positions (0 when
-  n = 0), uniformly without replacement, as BERT's create_pretraining_data picks them."""
+  n = 0), without replacement: uniformly, as BERT's create_pretraining_data picks them, or
+  with [B, S] `weights` by successive weighted sampling (the exponential race, module docs)."""
+  if weights is not None:
+    eligible = eligible & (weights > 0)  # weight 0 (special ids) is never drawn, as in HF
   n = jnp.sum(eligible, axis=1)
   k = jnp.where(n > 0, jnp.maximum(1, jnp.floor(mask_prob * n + 0.5).astype(jnp.int32)), 0)
-  # Random scores, ineligible positions last: a row's k lowest scores are its selection.
-  scores = jnp.where(eligible, jax.random.uniform(key, eligible.shape), 2.0)
+  u = jax.random.uniform(key, eligible.shape)
+  if weights is None:
+    # Random scores, ineligible positions last: a row's k lowest scores are its selection.
+    scores = jnp.where(eligible, u, 2.0)
+  else:
+    # -log1p(-u) rises with u, so equal weights rank exactly as u does.
+    scores = jnp.where(eligible, -jnp.log1p(-u) / jnp.where(eligible, weights, 1.0), jnp.inf)
   rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
   return eligible & (rank < k[:, None])
 
 
-def mask_tokens(key, input_ids: jax.Array, attention_mask: jax.Array, d, vocab_size: int
-                ) -> tuple[jax.Array, jax.Array]:
-  """(masked input ids, mlm labels) for a batch; `d` is the config.distilbert section."""
+def mask_tokens(key, input_ids: jax.Array, attention_mask: jax.Array, d, vocab_size: int,
+                token_probs=None) -> tuple[jax.Array, jax.Array]:
+  """(masked input ids, mlm labels) for a batch; `d` is the config.distilbert section;
+  `token_probs`: None (uniform selection) or the [V] selection weights of `corpus_token_probs`."""
   k_select, k_action, k_random = jax.random.split(key, 3)
   special = jnp.isin(input_ids, jnp.asarray(tuple(d.special_token_ids), input_ids.dtype))
   eligible = (attention_mask != 0) & ~special
-  selected = select_positions(k_select, eligible, d.mask_prob)
+  weights = None if token_probs is None else jnp.asarray(token_probs, jnp.float32)[input_ids]
+  selected = select_positions(k_select, eligible, d.mask_prob, weights)
   u = jax.random.uniform(k_action, input_ids.shape)
   to_mask = selected & (u < d.mask_token_prob)
   to_random = selected & (u >= d.mask_token_prob) & (u < d.mask_token_prob + d.random_token_prob)
@@ -98,6 +130,9 @@ def check_probs(d) -> None:
   if d.mask_token_prob < 0 or d.random_token_prob < 0 or d.mask_token_prob + d.random_token_prob > 1:
     raise ValueError(f"distilbert.mask_token_prob={d.mask_token_prob} and random_token_prob="
                      f"{d.random_token_prob} must be >= 0 and sum to <= 1; BERT uses 0.8 and 0.1")
+  if not (math.isfinite(d.mlm_smoothing) and d.mlm_smoothing >= 0):
+    raise ConfigError(f"distilbert.mlm_smoothing={d.mlm_smoothing} must be >= 0; 0 selects "
+                      "uniformly, the DistilBERT authors use 0.7")
 
 
 @functools.lru_cache(maxsize=8)
@@ -127,21 +162,71 @@ def check_token_ids(d, vocab_size: int, source: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Masking:
-  """BERT's dynamic masking settings (the distilbert section) and the tokenizer they are
-  checked against."""
+  """BERT's dynamic masking settings (the distilbert section), the tokenizer they are
+  checked against and, with mlm_smoothing > 0, the stage's data whose token counts weight
+  the selection."""
   mask_prob: float = 0.15
   mask_token_prob: float = 0.8
   random_token_prob: float = 0.1
   mask_token_id: int = 103
   special_token_ids: tuple = (0, 100, 101, 102, 103)
   tokenizer_source: str = ""
+  mlm_smoothing: float = 0.0
+  corpus: Optional[DataSpec] = None  # hashable: the counts are cached per (corpus, tokenizer)
 
   @classmethod
   def from_config(cls, config) -> "Masking":
     d = config.distilbert
+    smoothing = float(d.mlm_smoothing)
+    # Only read (at trace time) when smoothing is on: s = 0 touches no data here.
+    corpus = data_lib.parse_data_config(config.data) if smoothing > 0 else None
     return cls(float(d.mask_prob), float(d.mask_token_prob), float(d.random_token_prob),
                int(d.mask_token_id), tuple(int(i) for i in d.special_token_ids),
-               str(config.student.source or config.teacher.source))
+               str(config.student.source or config.teacher.source), smoothing, corpus)
+
+
+# ---- Token counts for mlm_smoothing (host side, once per corpus and tokenizer) -------------
+def token_counts(input_ids: np.ndarray, lengths: np.ndarray, vocab_size: int) -> np.ndarray:
+  """[vocab_size] int64: occurrences of each id among the real tokens (specials included, as
+  HF's token_counts.py counts them) of [N, S] right-padded ids."""
+  real = np.arange(input_ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
+  return np.bincount(np.asarray(input_ids)[real].astype(np.int64), minlength=vocab_size)
+
+
+def smoothed_token_probs(counts, smoothing: float, special_token_ids) -> np.ndarray:
+  """[V] float32 selection probabilities, as HF's train.py builds `token_probs`:
+  max(count, 1)^-smoothing, 0 at the special ids, here normalised to sum 1 (a scale that
+  changes no draw)."""
+  w = np.maximum(np.asarray(counts, np.float64), 1.0) ** -float(smoothing)
+  w[np.asarray(tuple(special_token_ids), np.int64)] = 0.0
+  return (w / w.sum()).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _corpus_counts(corpus: DataSpec, tokenizer_source: str) -> np.ndarray:
+  """Counts over the train split the stage reads, tokenised as the stage tokenises it (its
+  tokenizer and data.max_length), so truncated tails never count."""
+  if not tokenizer_source or tokenizer_source.startswith("@stage:"):
+    raise ConfigError(f"distilbert.mlm_smoothing needs the stage's tokenizer to count tokens, "
+                      f"got student/teacher source {tokenizer_source!r}; set student.source")
+  tokenizer = hub.load_tokenizer(tokenizer_source)
+  train = data_lib.load_raw_task(corpus).splits["train"]
+  split = tokenize_split(train, tokenizer, corpus.max_length)
+  counts = token_counts(split.input_ids, split.lengths, len(tokenizer))
+  log.info("mlm_smoothing: counted %d tokens of %d texts (%d distinct ids)", int(counts.sum()),
+           len(train), int((counts > 0).sum()))
+  return counts
+
+
+def corpus_token_probs(masking: Masking, vocab_size: int) -> np.ndarray:
+  """The [vocab_size] selection probabilities of `masking`'s corpus (cached on the host)."""
+  counts = _corpus_counts(masking.corpus, masking.tokenizer_source)
+  if counts.size > vocab_size:
+    raise ConfigError(f"the tokenizer of {masking.tokenizer_source} has {counts.size} ids but the "
+                      f"model's vocabulary {vocab_size}; use the model's own tokenizer")
+  # Ids past the tokenizer's never occur in the input: their weight is never read.
+  counts = np.pad(counts, (0, vocab_size - counts.size))
+  return smoothed_token_probs(counts, masking.mlm_smoothing, masking.special_token_ids)
 
 
 def prepare_masked_lm(batch: dict, key, masking: Masking, student_cfg) -> dict:
@@ -153,8 +238,10 @@ def prepare_masked_lm(batch: dict, key, masking: Masking, student_cfg) -> dict:
     return batch
   check_probs(masking)
   check_token_ids(masking, student_cfg.vocab_size, masking.tokenizer_source)  # at trace time
+  probs = (corpus_token_probs(masking, student_cfg.vocab_size) if masking.mlm_smoothing > 0
+           else None)  # a [V] constant of the traced step
   ids, labels = mask_tokens(key, batch["input_ids"], batch["attention_mask"], masking,
-                            student_cfg.vocab_size)
+                            student_cfg.vocab_size, probs)
   return {**batch, "input_ids": ids, "mlm_labels": labels}
 
 
@@ -308,6 +395,3 @@ def write_text_corpus(config, workdir: Path) -> str:
     log.info("wrote %d unlabelled texts to %s", len(texts), out)
   distributed.sync(f"text corpus {out}")
   return str(out)
-
-
-
