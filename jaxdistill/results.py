@@ -129,9 +129,23 @@ def main(argv=None) -> int:
   p.add_argument("--methods", default=",".join(METHODS))
   p.add_argument("--readme", default="README.md", help="'' to leave the README alone")
   p.add_argument("--latency-iters", type=int, default=20)
+  p.add_argument("--task", default="rotten_tomatoes", choices=("rotten_tomatoes", "ner", "squad"),
+                 help="ner / squad: the token and span tasks' rows (jaxdistill/results_token_span.py)")
+  p.add_argument("--seeds", default="0,1,2", help="--task ner/squad: the student seeds")
+  p.add_argument("--render-only", action="store_true",
+                 help="--task ner/squad: re-render from results/<task>/*.json, train nothing")
   p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                  help="override a config key in every run, e.g. --set data.max_examples=200")
   args = p.parse_args(argv)
+  if args.task != "rotten_tomatoes":
+    from jaxdistill import results_token_span  # noqa: PLC0415
+    setup_logging()
+    host_memory.keep_freed_memory()
+    enable_compilation_cache(jax)
+    workdir = "" if args.workdir == "runs/results" else args.workdir
+    print(results_token_span.main(args.task, workdir, [int(x) for x in args.seeds.split(",") if x],
+                                  args.readme, args.render_only))
+    return 0
   methods = [m for m in args.methods.split(",") if m]
   unknown = [m for m in methods if m not in METHODS]
   if unknown:

@@ -29,7 +29,8 @@ LAYERS = [
     ("methods", ("jaxdistill.methods",)),
     ("train", ("jaxdistill.train",)),
     ("pipeline", ("jaxdistill.pipeline", "jaxdistill.predict")),
-    ("cli", ("jaxdistill.train.__main__", "jaxdistill.results", "jaxdistill.bench")),
+    ("cli", ("jaxdistill.train.__main__", "jaxdistill.results", "jaxdistill.results_token_span",
+             "jaxdistill.bench")),
 ]
 # Within the base layer: what each part may read besides core (models are BERT alone;
 # data reads models for tokenizers and the MLM augmentation; config_lib the data section).
