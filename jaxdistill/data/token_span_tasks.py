@@ -13,6 +13,11 @@ and SQuAD v1.1 (`data.task=squad`, a span head), as TaskData the trainer batches
   windows and scores exact match and F1 with the official v1.1 definitions, as fractions
   (0.81 = 81 F1).
 
+Other data in the same layouts: `data.train_file` / `dev_file` / `test_file` (SQuAD v1.1 JSON
+files for `squad`, CoNLL-style token-per-line files for `wnut16`: any BIO NER data), or
+`data.path="hf:<dataset>"` for Hugging Face `datasets` (online: "hf:squad"; NER: a dataset
+with `tokens` and `ner_tags` columns, e.g. "hf:conll2003"; its `validation` split is dev).
+
 `data.max_examples` keeps the first N training examples (questions / tweets) and
 `data.max_eval_examples` the first N of dev and test. Not cached on disk: tokenising
 them takes seconds (tests/test_task_heads_e2e.py).
@@ -23,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 
 import numpy as np
 
@@ -63,8 +69,63 @@ def _cut(items: list, n: int) -> list:
   return items if n <= 0 else items[:n]
 
 
+# ---- Other sources in the same layouts ----------------------------------------------------------
+def squad_from_hf(records) -> list:
+  """QAExamples from HF `datasets` SQuAD rows (id, context, question, answers{text, answer_start})."""
+  out = []
+  for r in records:
+    a = r["answers"]
+    ex = squad.QAExample(str(r["id"]), r["question"], r["context"], list(a["text"]),
+                         [int(x) for x in a["answer_start"]])
+    for text, start in zip(ex.answers, ex.answer_starts):
+      if ex.context[start:start + len(text)] != text:
+        raise DataError(f"question {ex.id!r}: answer {text!r} is not at answer_start={start} of its "
+                        "context; fix the data (SQuAD offsets are characters into the context)")
+    out.append(ex)
+  return out
+
+
+def ner_from_hf(records, tag_names) -> list:
+  """(words, tags) sentences from HF token-classification rows (tokens, ner_tags ids)."""
+  out = []
+  for i, r in enumerate(records):
+    words, ids = list(r["tokens"]), list(r["ner_tags"])
+    if len(words) != len(ids):
+      raise DataError(f"row {i} has {len(words)} tokens but {len(ids)} ner_tags; give one tag per token")
+    tags = [tag_names[k] for k in ids]
+    for t in tags:
+      ner._check_tag(t, f"row {i}")
+    out.append((words, tags))
+  return out
+
+
+def _hf(spec: DataSpec):
+  name = spec.path[len("hf:"):]
+  try:
+    import datasets  # noqa: PLC0415  (optional, online)
+  except ImportError:
+    raise DataError(f"data.path={spec.path!r} needs the `datasets` package (pip install datasets) "
+                    "and network access; or give data.train_file/dev_file/test_file") from None
+  d = datasets.load_dataset(name)
+  return {"train": d["train"], "dev": d["validation"], "test": d["test"] if "test" in d else d["validation"]}
+
+
+def _ner_sentences(spec: DataSpec) -> dict:
+  if spec.path.startswith("hf:"):
+    d = _hf(spec)
+    names = d["train"].features["ner_tags"].feature.names
+    return {k: ner_from_hf(v, names) for k, v in d.items()}
+  files = spec.files_by_split()
+  if files:
+    if set(files) != {"train", "dev", "test"}:
+      raise DataError("NER files: give all of data.train_file, dev_file and test_file "
+                      f"(got {sorted(files)})")
+    return {k: ner.read_conll(v) for k, v in files.items()}
+  return ner.wnut_splits()
+
+
 def load_wnut16(spec: DataSpec, tokenizer) -> TaskData:
-  splits = ner.wnut_splits()
+  splits = _ner_sentences(spec)
   labels = ner.label_list([t for s in splits.values() for _, t in s])
   to_id = {l: i for i, l in enumerate(labels)}
   out, meta = {}, {}
@@ -93,9 +154,24 @@ def _squad_splits(max_train: int, max_eval: int) -> dict[str, list]:
           "test": _cut(squad.read_squad(paths["dev"]), max_eval)}
 
 
+def _squad_sources(spec: DataSpec) -> dict:
+  if spec.path.startswith("hf:"):
+    d = _hf(spec)
+    return {k: _cut(squad_from_hf(v), spec.max_examples if k == "train" else spec.max_eval_examples)
+            for k, v in d.items()}
+  files = spec.files_by_split()
+  if files:
+    if set(files) != {"train", "dev", "test"}:
+      raise DataError("SQuAD files: give all of data.train_file, dev_file and test_file "
+                      f"(SQuAD v1.1 JSON; got {sorted(files)})")
+    return {k: _cut(squad.read_squad(v), spec.max_examples if k == "train" else spec.max_eval_examples)
+            for k, v in files.items()}
+  return _squad_splits(spec.max_examples, spec.max_eval_examples)
+
+
 def load_squad(spec: DataSpec, tokenizer) -> TaskData:
   out, meta = {}, {}
-  for name, examples in _squad_splits(spec.max_examples, spec.max_eval_examples).items():
+  for name, examples in _squad_sources(spec).items():
     f = squad.prepare_features(examples, tokenizer, max_length=spec.max_length,
                                doc_stride=spec.doc_stride, max_query_length=MAX_QUERY_LENGTH)
     labels = np.stack([f.start_positions, f.end_positions], axis=1)
@@ -116,17 +192,27 @@ def load(spec: DataSpec, tokenizer) -> TaskData:
 
 def check_spec(spec: DataSpec) -> None:
   """The asset is installed and the settings fit (before any work)."""
+  own = spec.path.startswith("hf:") or bool(spec.files_by_split())
+  for split, path in spec.files_by_split().items():
+    if not os.path.isfile(path):
+      raise DataError(f"data.{split}_file={path!r} does not exist; give the path of a "
+                      f"{'SQuAD JSON' if spec.task == 'squad' else 'CoNLL'} file")
   if spec.task == "wnut16":
-    ner.wnut_path()
+    if not own:
+      ner.wnut_path()
   else:
-    squad.squad_paths()
+    if not own:
+      squad.squad_paths()
     if spec.max_length - MAX_QUERY_LENGTH - 3 <= spec.doc_stride:
       raise DataError(f"data.doc_stride={spec.doc_stride} leaves no room in windows of "
                       f"data.max_length={spec.max_length} (questions take up to {MAX_QUERY_LENGTH} "
                       f"tokens); use e.g. max_length=384 with doc_stride=128, or 256 with 64")
-  if spec.train_file or spec.train_override or spec.label_names or spec.is_regression:
-    raise DataError(f"data.task={spec.task!r} reads its own files and labels; leave train_file, "
+  if spec.train_override or spec.label_names or spec.is_regression:
+    raise DataError(f"data.task={spec.task!r} reads its labels from its files; leave "
                     "train_override, label_names and is_regression at their defaults")
+  if spec.path and not spec.path.startswith("hf:"):
+    raise DataError(f"data.path={spec.path!r}: for {spec.task} use 'hf:<dataset>' (Hugging Face "
+                    "datasets) or data.train_file/dev_file/test_file")
 
 
 # ---- Evaluation -------------------------------------------------------------------------------
