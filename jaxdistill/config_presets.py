@@ -40,13 +40,13 @@ def wnut16(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def squad(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """SQuAD v1.1 (span head), CPU-sized: the first 4,000 training questions, 1,000 of our dev
-  (held-out train articles) and the first 1,000 of the official dev set as test; windows of
+  """SQuAD v1.1 (span head), CPU-sized: the first 3,000 training questions, 500 of our dev
+  (held-out train articles) and the first 500 of the official dev set as test; windows of
   256 tokens with a 128-token stride. `:full` (configs/squad_*.py) lifts the cuts."""
   rotten_tomatoes(config)
   config.data.task = "squad"
   config.data.max_length, config.data.doc_stride = 256, 128
-  config.data.max_examples, config.data.max_eval_examples = 4000, 1000
+  config.data.max_examples, config.data.max_eval_examples = 3000, 500
   config.teacher.epochs, config.teacher.lr = 2, 1e-4
   config.train.epochs = 2
   config.train.eval_batch_size = 64

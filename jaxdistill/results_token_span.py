@@ -29,7 +29,7 @@ STUDIES = {
             ("kd", "Hinton KD (per labelled token)"), ("pkd", "BERT-PKD (skip) + KD")],
     "squad": [("teacher", "6-layer MiniLM teacher (fine-tuned)"),
               ("student_finetune", "3-layer student, no teacher"),
-              ("kd", "Hinton KD (start and end distributions)")],
+              ("kd", "Hinton KD (start and end distributions)"), ("pkd", "BERT-PKD (skip) + KD")],
 }
 SECOND = {"ner": ("precision", "recall"), "squad": ("exact_match",)}
 
@@ -125,7 +125,7 @@ def render(task: str, found: dict) -> str:
     cols.append(f"{np.mean(diffs):+.2f} ({', '.join(f'{d:+.2f}' for d in diffs)})" if diffs else "")
     lines.append(f"| {label} | {len(recs)} | " + " | ".join(cols) + " |")
   any_rec = next(iter(found.values()))[0]
-  test_n = ("first 1,000 questions of the official SQuAD v1.1 dev set" if task == "squad"
+  test_n = ("first 500 questions of the official SQuAD v1.1 dev set" if task == "squad"
             else "the 239 test tweets of the fixed WNUT-2016 split")
   commits = sorted({r["commit"] for rs in found.values() for r in rs})
   lines += ["", f"Test set: {test_n}. F1 in points (entity-level for NER, the official SQuAD "
