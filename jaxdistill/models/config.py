@@ -7,9 +7,11 @@ A frozen dataclass so it is hashable and can be closed over by jitted functions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax.numpy as jnp
+
+from jaxdistill.models import family_config
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = ("single_label_classification", "regression")
@@ -77,6 +79,13 @@ class BertConfig(ModelConfig):
   problem_type: str = "single_label_classification"
   label_names: tuple[str, ...] = ()
   mlm_head: bool = False
+  # The checkpoint family (families.FAMILIES): BERT's encoder with RoBERTa's padding-offset
+  # positions, ELECTRA's embedding projection or DistilBERT's lack of token types, and each
+  # family's own sequence head and HF weight names (jaxdistill/models/families.py).
+  family: str = "bert"
+  embedding_size: int = 0  # ELECTRA's embedding width; 0 = hidden_size (no projection)
+  classifier_dropout: Optional[float] = None  # a family head's dropout; None = hidden_dropout
+  sinusoidal_positions: bool = False  # DistilBERT's fixed-sinusoid init of the positions
   # Numerics: activations are computed in `dtype`, parameters stored in `param_dtype`.
   # Softmax and LayerNorm statistics are always computed in float32.
   dtype: str = "float32"
@@ -97,25 +106,33 @@ class BertConfig(ModelConfig):
     if self.head == "span" and self.num_labels != 2:
       raise ValueError(f"a span head has num_labels=2 (start and end logits), not {self.num_labels}; "
                        "set num_labels=2, or use head='sequence' or head='token'")
+    if self.family != "bert":
+      family_config.check_config(self)
     self.check_head_and_numerics()
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
 
+  @property
+  def max_sequence_length(self) -> int:
+    """The longest input the position table covers: RoBERTa's positions start after
+    pad_token_id, so its 514 rows hold 512 tokens (a gather past the table would not fail)."""
+    if self.family in ("roberta", "xlm-roberta"):
+      return self.max_position_embeddings - self.pad_token_id - 1
+    return self.max_position_embeddings
+
   # ---- Hugging Face config.json ----------------------------------------------------------
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any], **overrides) -> "BertConfig":
-    """Builds a config from a HF BERT `config.json` dict; raises on a non-BERT config.
+    """Builds a config from a HF `config.json` dict of BERT or another family (RoBERTa,
+    XLM-RoBERTa, ELECTRA, DistilBERT: `family`); raises on any other model_type.
 
     The head kind is read from `architectures` (`hf_head`) unless `head=` overrides it; a
     head other than the checkpoint's does not inherit its labels (it gets the defaults, two
     unnamed classes, unless `num_labels` / `label_names` are overridden too)."""
-    model_type = d.get("model_type")
-    if model_type != "bert":
-      raise ValueError(
-          f"config.json has model_type={model_type!r}; jaxdistill loads BERT checkpoints "
-          "(model_type 'bert') only")
+    d, extras = family_config.hf_dict_as_bert(d)  # a RoBERTa/ELECTRA/DistilBERT config in BERT's keys
+    overrides = {**extras, **overrides}
     if d.get("position_embedding_type", "absolute") != "absolute":
       raise ValueError("only absolute position embeddings are supported "
                        f"(config has {d['position_embedding_type']!r})")
@@ -151,6 +168,9 @@ class BertConfig(ModelConfig):
     return cls(**kwargs)
 
   def to_hf_dict(self) -> dict[str, Any]:
+    return family_config.bert_dict_as_family(self, self._bert_hf_dict())
+
+  def _bert_hf_dict(self) -> dict[str, Any]:
     names = self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
     return {
         "architectures": ([HF_HEAD_ARCHITECTURES[self.head]]

