@@ -120,7 +120,7 @@ def test_label_outside_the_teachers_classes(cli, tmp_path):
 
 def test_sequence_length_above_max_positions(cli):
   _, err = cli("--config.data.max_length=256")  # the tiny checkpoints have 128 positions
-  assert "data.max_length=256 exceeds the student's max_position_embeddings=128" in err
+  assert "data.max_length=256 exceeds the student's position table (128 tokens" in err
   assert "--config.data.max_length to at most 128" in err
 
 

@@ -166,3 +166,13 @@ def test_sinusoidal_positions_start_as_distilberts():
 def test_max_sequence_length_counts_robertas_pad_offset():
   assert BertConfig.from_hf_dict(CONFIGS["roberta"]().to_dict()).max_sequence_length == 40 - 2
   assert BertConfig().max_sequence_length == BertConfig().max_position_embeddings
+
+
+def test_roberta_max_length_counts_the_pad_offset():
+  from jaxdistill.models import BertConfig
+  from jaxdistill.train.build import check_max_length
+  cfg = BertConfig(family="roberta", max_position_embeddings=34, pad_token_id=1, type_vocab_size=1,
+                   hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64, vocab_size=100)
+  check_max_length(32, cfg, "teacher", "x")  # 34 rows hold 32 tokens
+  with pytest.raises(ValueError, match=r"position table \(32 tokens"):
+    check_max_length(33, cfg, "teacher", "x")

@@ -127,10 +127,11 @@ def check_pair(student: BertConfig, teacher: BertConfig) -> None:
 
 def check_max_length(max_length: int, cfg, role: str, source: str) -> None:
   """Positions past the embedding table must never be read (a gather out of range does not fail)."""
-  limit = getattr(cfg, "max_position_embeddings", None)  # a BiLSTM has no positions
+  # RoBERTa's table holds 2 positions fewer than its rows (max_sequence_length); a BiLSTM has none.
+  limit = getattr(cfg, "max_sequence_length", getattr(cfg, "max_position_embeddings", None))
   if limit is not None and max_length > limit:
-    raise ValueError(f"data.max_length={max_length} exceeds the {role}'s max_position_embeddings="
-                     f"{limit} ({source}); set --config.data.max_length to at most {limit}")
+    raise ValueError(f"data.max_length={max_length} exceeds the {role}'s position table ({limit} "
+                     f"tokens, {source}); set --config.data.max_length to at most {limit}")
 
 
 # Text whose ids reveal a different normaliser (case, accents, unicode) or word-piece split.
