@@ -272,9 +272,9 @@ def run_twice(c, workdir):
   from jaxdistill import pipeline
   trained = [[], []]
   for i in range(2):
-    def train_fn(stage_config, stage_dir, i=i, real=pipeline.train_stage):
+    def train_fn(stage_config, stage_dir, i=i, real=pipeline.train_stage, **kw):
       trained[i].append(stage_config.name.rsplit("_", 1)[1])
-      return real(stage_config, stage_dir)
+      return real(stage_config, stage_dir, **kw)
     with mock.patch.object(pipeline, "train_stage", train_fn):
       out = pipeline.run(c, workdir)
   return trained, out
