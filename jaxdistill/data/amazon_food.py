@@ -43,6 +43,7 @@ import pandas as pd
 from jaxdistill.data.config import DataSpec
 from jaxdistill.data.errors import DataError
 from jaxdistill.data.files import file_fingerprint
+from jaxdistill.data.splits import grouped_stratified_split
 from jaxdistill.data.task_data import RawSplit, RawTask, Source
 
 LABEL_NAMES = ["other", "great"]  # id 0 = 1-4 stars, 1 = 5 stars (the source's own classes)
@@ -103,26 +104,8 @@ def split_indices(texts: list[str], labels: np.ndarray, seed: int = SPLIT_SEED) 
 
   Texts are grouped case-insensitively: the uncased tokenizer reads "GREAT" and "great" alike,
   so such a pair in train and test would be the same input twice."""
-  rng = np.random.default_rng(seed)
-  groups: dict[str, list[int]] = {}
-  for i, text in enumerate(texts):
-    groups.setdefault(text.casefold(), []).append(i)
-  members = list(groups.values())
-  assigned = {"train": [], "dev": [], "test": []}
-  for label in range(len(LABEL_NAMES)):
-    # A group's label is its first row's (duplicates agree in this file; tests check it).
-    label_groups = [g for g in members if labels[g[0]] == label]
-    n_rows = sum(len(g) for g in label_groups)
-    targets = {"test": round(TEST_FRACTION * n_rows), "dev": round(DEV_FRACTION * n_rows)}
-    counts = {"test": 0, "dev": 0}
-    for k in rng.permutation(len(label_groups)):
-      group = label_groups[k]
-      split = next((s for s in ("test", "dev") if counts[s] < targets[s]), "train")
-      if split != "train":
-        counts[split] += len(group)
-      assigned[split].extend(group)
-  # Shuffle within each split so labels interleave (and max_examples heads are mixed).
-  return {s: np.asarray(idx, np.int64)[rng.permutation(len(idx))] for s, idx in assigned.items()}
+  return grouped_stratified_split([t.casefold() for t in texts], labels, len(LABEL_NAMES), seed=seed,
+                                  dev_fraction=DEV_FRACTION, test_fraction=TEST_FRACTION)
 
 
 def amazon_food_source(spec: DataSpec) -> Source:

@@ -26,6 +26,7 @@ import pandas as pd
 from jaxdistill.data.config import DataSpec
 from jaxdistill.data.errors import DataError
 from jaxdistill.data.files import file_fingerprint
+from jaxdistill.data.splits import grouped_stratified_split
 from jaxdistill.data.task_data import RawSplit, RawTask, Source
 
 LABEL_NAMES = ["rotten", "fresh"]  # id 0 = negative, 1 = positive
@@ -56,26 +57,8 @@ def load_reviews(path: str | None = None) -> tuple[list[str], np.ndarray]:
 
 def split_indices(texts: list[str], labels: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
   """Row indices of train/dev/test: stratified by label, duplicate texts never straddle splits."""
-  rng = np.random.default_rng(seed)
-  groups: dict[str, list[int]] = {}
-  for i, text in enumerate(texts):
-    groups.setdefault(text, []).append(i)
-  members = list(groups.values())
-  assigned = {"train": [], "dev": [], "test": []}
-  for label in range(len(LABEL_NAMES)):
-    # A duplicate group's label is its first row's (in this corpus duplicates always agree).
-    label_groups = [g for g in members if labels[g[0]] == label]
-    n_rows = sum(len(g) for g in label_groups)
-    targets = {"test": round(TEST_FRACTION * n_rows), "dev": round(DEV_FRACTION * n_rows)}
-    counts = {"test": 0, "dev": 0}
-    for k in rng.permutation(len(label_groups)):
-      group = label_groups[k]
-      split = next((s for s in ("test", "dev") if counts[s] < targets[s]), "train")
-      if split != "train":
-        counts[split] += len(group)
-      assigned[split].extend(group)
-  # Shuffle within each split so labels interleave (and max_examples heads are mixed).
-  return {s: np.asarray(idx, np.int64)[rng.permutation(len(idx))] for s, idx in assigned.items()}
+  return grouped_stratified_split(texts, labels, len(LABEL_NAMES), seed=seed,
+                                  dev_fraction=DEV_FRACTION, test_fraction=TEST_FRACTION)
 
 
 def rotten_tomatoes_source(spec: DataSpec) -> Source:
