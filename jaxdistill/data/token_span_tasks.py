@@ -225,12 +225,10 @@ def token_metrics(logits: np.ndarray, meta: TokenMeta, label_names) -> dict[str,
           "token_accuracy": float(m["accuracy"])}
 
 
-def span_metrics(logits: np.ndarray, meta: SpanMeta) -> dict[str, float]:
-  """SQuAD F1 and exact match (fractions) of [F, S, 2] logits, best span per question."""
-  logits = np.asarray(logits)
-  preds = squad.postprocess(meta.examples, meta.features, logits[..., 0], logits[..., 1],
-                            max_answer_length=MAX_ANSWER_LENGTH)
-  m = squad_evaluate(meta.examples, preds)
+def span_metrics(logits: np.ndarray, meta: SpanMeta, preds: dict | None = None) -> dict[str, float]:
+  """SQuAD F1 and exact match (fractions) of [F, S, 2] logits, best span per question
+  (`preds`: span_predictions of those logits, when the caller already decoded them)."""
+  m = squad_evaluate(meta.examples, span_predictions(logits, meta) if preds is None else preds)
   return {"f1": m["f1"] / 100.0, "exact_match": m["exact_match"] / 100.0}
 
 

@@ -52,11 +52,12 @@ def evaluate(predict, params, task, split: str, config, batch_sharding, *,
   """The split's metrics. `predictions_path`: for SQuAD, also write the answers there in the
   official format (id -> text), as the official evaluate-v1.1.py reads them."""
   logits, labels = predict_split(predict, params, task, split, config, batch_sharding)
-  if task.kind == "span" and predictions_path is not None:
-    squad.write_predictions(str(predictions_path), token_span_tasks.span_predictions(logits, task.meta[split]))
   if task.kind == "token":
     return token_span_tasks.token_metrics(logits, task.meta[split], task.label_names)
-  if task.kind == "span":
-    return token_span_tasks.span_metrics(logits, task.meta[split])
+  if task.kind == "span":  # decoded once, for the metrics and the official predictions file
+    answers = token_span_tasks.span_predictions(logits, task.meta[split])
+    if predictions_path is not None:
+      squad.write_predictions(str(predictions_path), answers)
+    return token_span_tasks.span_metrics(logits, task.meta[split], answers)
   preds = logits[:, 0] if task.is_regression else logits
   return {k: float(v) for k, v in compute_metrics(_kind(task), preds, labels).items()}
