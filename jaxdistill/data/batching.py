@@ -13,7 +13,8 @@ Evaluation order is the original row order; no row is ever dropped.
 Each batch is padded to B rows: padding rows copy the batch's first real row
 (so no row has an all-zero attention mask, which would NaN a softmax) and get
 example_weight 0 and index -1. Sequence length S is the longest real row
-rounded up to `bucket_multiple`, capped at max_length, so jit sees few shapes.
+rounded up to `bucket_multiple` (or to the next of the boundaries data/buckets.py
+chose from the length histogram), capped at max_length, so jit sees few shapes.
 With num_shards > 1, S and the row plan are computed for the *global* batch
 and each process gets its contiguous B/num_shards slice: shapes agree across
 hosts and the union of the shards is exactly the single-host batch.
@@ -82,8 +83,13 @@ def batch_plan(
   return [plan[k] for k in rng.permutation(len(plan))]
 
 
-def bucket_length(max_len_in_batch: int, bucket_multiple: int, max_length: int) -> int:
-  return min(max_length, -(-max(int(max_len_in_batch), 1) // bucket_multiple) * bucket_multiple)
+def bucket_length(max_len_in_batch: int, bucket_multiple, max_length: int) -> int:
+  """The batch's padded length: the longest row rounded up to a multiple of `bucket_multiple`,
+  or, given a tuple of boundaries (data/buckets.py), the smallest boundary that holds it."""
+  longest = max(int(max_len_in_batch), 1)
+  if isinstance(bucket_multiple, tuple):
+    return min(max_length, next((b for b in bucket_multiple if b >= longest), max_length))
+  return min(max_length, -(-longest // bucket_multiple) * bucket_multiple)
 
 
 def batches(
@@ -94,7 +100,7 @@ def batches(
     seed: int = 0,
     epoch: int = 0,
     start_batch: int = 0,
-    bucket_multiple: int = 16,
+    bucket_multiple: int | tuple[int, ...] = 16,
     drop_remainder: bool = False,
     shard_index: int = 0,
     num_shards: int = 1,
@@ -108,7 +114,10 @@ def batches(
   `start_batch=k` resumes mid-epoch: identical to skipping the first k batches.
   """
   total = num_batches(split, batch_size, train=train, drop_remainder=drop_remainder)
-  bucket_multiple = _positive_int("bucket_multiple", bucket_multiple)
+  if isinstance(bucket_multiple, (tuple, list)):  # explicit boundaries (data/buckets.py)
+    bucket_multiple = tuple(sorted(_positive_int("bucket boundary", b) for b in bucket_multiple))
+  else:
+    bucket_multiple = _positive_int("bucket_multiple", bucket_multiple)
   chunk_batches = _positive_int("chunk_batches", chunk_batches)
   num_shards = _positive_int("num_shards", num_shards)
   if batch_size % num_shards:
