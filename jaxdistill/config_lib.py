@@ -131,6 +131,9 @@ def base_config(method: str = "finetune", method_module: str = "") -> ml_collect
       eval_every=0,          # steps between dev evaluations; 0 = once per epoch
       checkpoint_every=200,  # steps between resumable checkpoints
       keep=2, select_best=True, dtype="float32", bucket_multiple=16,
+      # Train-batch lengths: "" rounds each batch up to bucket_multiple; "auto:K" picks the
+      # K lengths that pad least from the data's histogram; or "21,31,43,64" (data/buckets.py).
+      buckets="",
       stop_after=0,  # stop after this many steps as if preempted (schedule unchanged); 0 = off
       # When the method reads only the teacher's logits, compute them once over the train
       # split (the teacher is deterministic) instead of running the teacher every step.

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxdistill.bench import jax_side, setup as setup_lib
-from jaxdistill.models import bert
+from jaxdistill.models import bert, ops
 
 
 @contextlib.contextmanager
@@ -111,7 +111,7 @@ HEAD_MAJOR = ("bnqd,bnkd->bnqk", "bnqk,bnkd->bnqd", "bnqd,ndh->bqh")
 VARIANTS = {
     "current": ("the code as it is", contextlib.nullcontext, None),
     "jax_random_bits": ("dropout bits from jax.random.bits(uint16) instead of the unrolled Threefry",
-                        lambda: _patched(bert, random_uint16=lambda k, s: jax.random.bits(k, s, jnp.uint16)), None),
+                        lambda: _patched(ops, random_uint16=lambda k, s: jax.random.bits(k, s, jnp.uint16)), None),
     "jax_gelu": ("jax.nn.gelu(approximate=False) under autodiff instead of the custom JVP",
                  lambda: _patched(bert, activation=_jax_gelu), None),
     "autodiff_layer_norm": ("nnx.LayerNorm's maths under autodiff instead of the custom VJP",

@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding
 
 from jaxdistill import data as data_lib
 from jaxdistill import distributed
+from jaxdistill.data import buckets
 from jaxdistill import methods
 from jaxdistill.methods.base import RunInfo
 from jaxdistill.models import count_params
@@ -200,6 +201,9 @@ def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckp
   main, bs = distributed.is_main(), config.train.batch_size
   start = int(state.step)
   eval_every = config.train.eval_every or steps_per_epoch
+  train_split = task.splits["train"]  # train.buckets: lengths chosen from its histogram
+  bucket = buckets.parse(config.train.buckets, train_split.lengths, bs, train_split.max_length,
+                         seed=config.seed) or config.train.bucket_multiple
   bar = ProgressBar(config.name, total_steps, start, active=main)
   step, pending, t_last, n_last = start, [], time.time(), start
   # NaN/Inf steps are skipped in the step; their flags are read only at log and save points,
@@ -211,7 +215,7 @@ def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckp
       first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
       for batch in layout.batches(task.splits["train"], train=True, seed=config.seed, epoch=epoch,
                                   start_batch=first, drop_remainder=True,
-                                  bucket_multiple=config.train.bucket_multiple):
+                                  bucket_multiple=bucket):
         if step >= total_steps or step == (config.train.stop_after or -1):
           break
         state, metrics = train_step(state, feed(batch), layout.put(batch))
