@@ -1,6 +1,7 @@
 """LAD: the gate recursion and the masked loss against NumPy references written here (a loop
 over layers), the padding invariance, the width projection, the depth rule, gradients that
-reach the gates and the student but not the teacher, and a tiny end-to-end run."""
+reach the gates and the student but not the teacher, the thesis' average over padded
+positions and the g = 1 control (`lad.average_over`, `lad.gate`), and tiny end-to-end runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxdistill.config_lib import base_config, load_config
+from jaxdistill.config_lib import apply_overrides, base_config, load_config
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.methods import lad
 from jaxdistill.models import BertModel, BertOutput, tiny_config
 from jaxdistill.models.hub import load_pretrained, params_of
@@ -149,7 +151,68 @@ def test_gradients_reach_gates_and_student_only():
     assert not np.array_equal(a, b)
 
 
-def test_end_to_end_tiny(tmp_path):
+def test_padded_average_matches_numpy():
+  """average_over="padded": every position of the padded batch counts, as in the thesis."""
+  s_cfg, t_cfg = tiny_config(num_layers=2), tiny_config(num_layers=4)  # k = 2, same widths
+  aux = perturb(lad.init_gates(jax.random.key(0), s_cfg, t_cfg), 4)
+  rng = np.random.default_rng(5)
+  s_h = [rng.standard_normal((B, S, 32)) for _ in range(3)]
+  t_h = [rng.standard_normal((B, S, 32)) for _ in range(5)]
+  weights = (1.0, 0.5, 2.0)
+  x = term_inputs([jnp.asarray(v, jnp.float32) for v in s_h], [jnp.asarray(v, jnp.float32) for v in t_h],
+                  aux, s_cfg, t_cfg, weights)
+  got = lad.lad_loss(x, average_over="padded")
+  aggs = np_aggregate(t_h[1:], aux["gates"], False)
+  w = np.ones((B, S)) * np.asarray(weights)[:, None]  # padding included, example weights kept
+  want = np.mean([(((s_h[j] - aggs[2 * j - 1]) ** 2).mean(-1) * w).sum() / w.sum() for j in (1, 2)])
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  assert not np.isclose(float(got), float(lad.lad_loss(x)), rtol=1e-3)  # tokens differs here
+  pad = (MASK == 0)[:, :, None]  # and now the padded positions' content matters
+  s_pad = [jnp.asarray(np.where(pad, 9.0, v), jnp.float32) for v in s_h]
+  moved = lad.lad_loss(term_inputs(s_pad, x.teacher.hidden_states, aux, s_cfg, t_cfg, weights),
+                       average_over="padded")
+  assert float(moved) > float(got) + 1.0
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_gate_one_is_layer_norm_of_each_layer(learnable):
+  """gate="one": a_1 = h_1, a_i = LN(h_i); no gate kernels, and no aux at all without an affine."""
+  s_cfg, t_cfg = tiny_config(num_layers=2), tiny_config(num_layers=4)
+  aux = lad.init_gates(jax.random.key(0), s_cfg, t_cfg, learnable_norm=learnable, gate="one")
+  if not learnable:
+    assert aux == {}
+  else:
+    assert sorted(aux["gates"]) == ["2", "3", "4"]
+    assert all(set(g) == {"scale", "offset"} for g in aux["gates"].values())
+    aux = perturb(aux, 6)
+  gates = aux.get("gates", {})
+  hs = [np.random.default_rng(10 + i).standard_normal((B, S, 32)) for i in range(4)]
+  got = lad.aggregate([jnp.asarray(h, jnp.float32) for h in hs], gates, gate="one")
+  np.testing.assert_allclose(got[0], hs[0], rtol=1e-6)
+  for i in range(1, 4):
+    mu = hs[i].mean(-1, keepdims=True)
+    want = (hs[i] - mu) / np.sqrt(((hs[i] - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
+    if learnable:
+      g = {k: np.asarray(v, np.float64) for k, v in gates[str(i + 1)].items()}
+      want = want * g["scale"] + g["offset"]
+    np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_choices_are_one_line_config_errors():
+  c = load_config("configs/lad.py:tiny")
+  apply_overrides(c, [("lad.average_over", "padded"), ("lad.gate", "one")])
+  term = TERMS["lad"].from_config(c)
+  assert (term.average_over, term.gate) == ("padded", "one")
+  for key, bad, allowed in (("average_over", "pad", "tokens, padded"), ("gate", "fixed", "learned, one")):
+    c = load_config("configs/lad.py:tiny")
+    apply_overrides(c, [(f"lad.{key}", bad)])
+    with pytest.raises(ConfigError, match=f"lad.{key}='{bad}'; use one of {allowed}") as e:
+      TERMS["lad"].from_config(c)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("gate,average_over", [("learned", "tokens"), ("one", "padded")])
+def test_end_to_end_tiny(tmp_path, gate, average_over):
   from jaxdistill.testing import tiny_checkpoint
   from jaxdistill.pipeline import run as train_and_evaluate
   teacher = tiny_checkpoint(tmp_path / "teacher", num_layers=4, label_names=("rotten", "fresh"),
@@ -158,9 +221,13 @@ def test_end_to_end_tiny(tmp_path):
   c = load_config("configs/lad.py:tiny")
   c.teacher.source, c.teacher.finetune = str(teacher), False
   c.student.source, c.student.init, c.student.layers = str(student), "pretrained", ()
+  c.lad.gate, c.lad.average_over = gate, average_over
   c.report.compression = False
   c.cache_dir = str(tmp_path / "cache")
   out = train_and_evaluate(c, tmp_path / "run")
-  assert int(out["state"].step) == 6 and set(out["state"].trainable["aux"]) == {"lad"}
+  # g = 1 without a learnable affine has no parameters: no aux entry at all.
+  assert int(out["state"].step) == 6
+  assert set(out["state"].trainable["aux"]) == ({"lad"} if gate == "learned" else set())
+  assert np.isfinite(float(out["student"]["test"]["accuracy"]))
   model, fresh = load_pretrained(str(tmp_path / "run" / "export"))
   assert model.config.num_layers == 2 and not fresh

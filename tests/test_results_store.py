@@ -15,6 +15,7 @@ N_TEST = 400
 
 
 def write(root, method, seed, correct, dev_acc=0.8, study="rt", **over):
+  """One result file through write_result, at <root>/<study>/<method>_seed<seed>.json."""
   kw = dict(config={"method": method, "seed": seed}, commit="abc123", seed=seed, method=method,
             task="rotten_tomatoes", metrics={"dev": {"accuracy": dev_acc}, "test": {"accuracy": correct.mean()}},
             wall_seconds=12.5, cpu="test cpu", per_example_correct_test=correct, params=17_400_000)
@@ -72,23 +73,25 @@ def test_table_numbers_against_numpy(study):
     test = np.array([runs[(method, s)].mean() for s in seeds])
     devs = np.array([dev[(method, s)] for s in seeds])
     c = cells(table, label)
-    assert c[1] == str(len(seeds))
-    assert c[2] == f"{100 * devs.mean():.2f} ± {100 * devs.std(ddof=1):.2f}"
-    assert c[3] == f"{100 * np.median(devs):.2f}"
-    assert c[4] == f"{100 * test.mean():.2f} ± {100 * test.std(ddof=1):.2f}"
-    assert c[5] == f"{100 * np.median(test):.2f}"
+    assert c[1] == str(len(seeds)) and c[2] == "17.4M"
+    assert c[3] == f"{100 * devs.mean():.2f} ± {100 * devs.std(ddof=1):.2f}"
+    assert c[4] == f"{100 * np.median(devs):.2f}"
+    assert c[5] == f"{100 * test.mean():.2f} ± {100 * test.std(ddof=1):.2f}"
+    assert c[6] == f"{100 * np.median(test):.2f}"
+    assert c[7] == "n/a" and c[9] == "n/a"  # no teacher in this study, no latency measured
     a = np.stack([runs[(method, s)] for s in seeds])
     b = np.stack([runs[("student_finetune", s)] for s in seeds])  # only the seeds both have
     diff, lo, hi = stats.paired_bootstrap_ci(a, b, n_boot=2000)
     assert diff == pytest.approx((a.mean(1) - b.mean(1)).mean())
-    assert c[6].startswith(f"{100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
-    assert c[6].endswith("*") == (lo > 0 or hi < 0)
-  assert cells(table, "Hinton KD")[6].endswith("*")  # ~+10 points on 400 examples
-  assert not cells(table, "BERT-PKD")[6].endswith("*")  # independent draws: no real effect
-  assert cells(table, "student_finetune")[6] == "baseline"
+    assert c[8].startswith(f"{100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+    assert c[8].endswith("*") == (lo > 0 or hi < 0)
+  assert cells(table, "Hinton KD")[8].endswith("*")  # ~+10 points on 400 examples
+  assert not cells(table, "BERT-PKD")[8].endswith("*")  # independent draws: no real effect
+  assert cells(table, "student_finetune")[8] == "baseline"
   note = lines[-1]
   assert "400 test examples" in note and "seeds 0, 1, 2" in note and "2,000 resamples" in note
-  assert "95%" in note and "rotten_tomatoes" in note
+  assert "95%" in note and "rotten_tomatoes" in note and "Commit(s) abc123" in note
+  assert "Speedup: not measured" in note
 
 
 def test_unpaired_seeds_are_left_out(tmp_path):
@@ -96,8 +99,8 @@ def test_unpaired_seeds_are_left_out(tmp_path):
   write(tmp_path, "student_finetune", 0, (rng.random(50) < 0.5).astype(np.int8))
   write(tmp_path, "kd", 1, (rng.random(50) < 0.5).astype(np.int8))
   table = rs.render_table(rs.load_results(tmp_path)["rt"], n_boot=100)
-  assert cells(table, "kd")[6] == "no common seeds"
-  assert cells(table, "kd")[2].endswith("± n/a")  # one seed: no std
+  assert cells(table, "kd")[8] == "no common seeds"
+  assert cells(table, "kd")[3].endswith("± n/a")  # one seed: no std
 
 
 def test_a_missing_key_names_the_file_and_the_key(study):
@@ -134,9 +137,12 @@ def test_inconsistent_files_are_one_line_errors(study, tmp_path):
     rs.load_results(root)
   other = tmp_path / "moved"
   write(other, "kd", 0, runs[("kd", 0)])
-  rs.result_path(other, "rt", "kd", 0).rename(other / "rt" / "kd" / "seed5.json")
-  with pytest.raises(DataError, match=r"seed5.json: holds method 'kd' seed 0.*move it to"):
+  rs.result_path(other, "rt", "kd", 0).rename(other / "rt" / "kd_seed5.json")
+  with pytest.raises(DataError, match=r"kd_seed5.json: holds method 'kd' seed 0, not 'kd' seed 5.*move it to"):
     rs.load_results(other)
+  (other / "rt" / "kd_seed5.json").rename(other / "rt" / "kd-0.json")
+  with pytest.raises(DataError, match=r"kd-0.json: result files are named <method>_seed<k>.json"):
+    rs.load_study(other / "rt")
   with pytest.raises(DataError, match="params"):
     write(tmp_path / "x", "kd", 0, runs[("kd", 0)], params=0)
 
@@ -150,3 +156,43 @@ def test_baseline_missing_and_mixed_test_sets(study, tmp_path):
   write(root, "lad", 0, np.ones(N_TEST + 1, np.int8))  # another test split
   with pytest.raises(DataError, match="do not share one test set"):
     rs.render_table(rs.load_results(root)["rt"])
+
+
+def test_teacher_row_retention_speedup_and_extras(study):
+  """The teacher (one run) is paired with every baseline seed on the same examples; retention
+  is mean test accuracy over the teacher's; speedup comes from a run's "latency" extra."""
+  root, runs, _ = study
+  rng = np.random.default_rng(7)
+  teacher = np.maximum(runs[("student_finetune", 0)], (rng.random(N_TEST) < 0.3).astype(np.int8))
+  write(root, "teacher", 0, teacher, extra={"dev_curve": [[10, 0.7], [20, 0.8]]}, params=22_700_000)
+  path = rs.result_path(root, "rt", "kd", 1)
+  rec = json.loads(path.read_text())
+  rec["latency"] = {"speedup": 1.97, "batch": 32, "length": 64, "device": "cpu", "iters": 20}
+  path.write_text(json.dumps(rec))  # on seed 1 only: the table takes the lowest seed's that has one
+  loaded = rs.load_results(root)["rt"]
+  assert loaded["teacher"][0]["dev_curve"] == [[10, 0.7], [20, 0.8]]
+  table = rs.render_table(loaded, label_of={"teacher": "the teacher", "kd": "Hinton KD"}, n_boot=1000)
+  lines = table.splitlines()
+  assert lines[2].startswith("| the teacher |") and lines[3].startswith("| student_finetune |")
+  t = cells(table, "the teacher")
+  assert t[1] == "1" and t[2] == "22.7M" and t[7] == "100.0%" and t[9] == "1.00x"
+  base = np.stack([runs[("student_finetune", s)] for s in range(3)])
+  diff, lo, hi = stats.paired_bootstrap_ci(np.stack([teacher] * 3), base, n_boot=1000)
+  assert t[8] == f"{100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + ("*" if lo > 0 or hi < 0 else "")
+  kd = cells(table, "Hinton KD")
+  kd_mean = np.mean([runs[("kd", s)].mean() for s in range(3)])
+  assert kd[7] == f"{100 * kd_mean / teacher.mean():.1f}%" and kd[9] == "1.97x"
+  assert cells(table, "pkd")[9] == "n/a"
+  assert "batch 32 x 64 tokens on cpu" in lines[-1] and "compared with every seed" in lines[-1]
+  assert "seeds 0, 1, 2" in lines[-1]  # the teacher's seed is not a student seed
+  with pytest.raises(DataError, match=r"extra keys \['seed'\] are schema keys"):
+    write(root, "kd", 3, runs[("kd", 0)], extra={"seed": 1})
+
+
+def test_dev_curve_keeps_the_last_value_of_a_repeated_step(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": 20, "train/loss": 0.5}, {"step": 40, "dev/accuracy": 0.7}, {"step": 80, "dev/accuracy": 0.75},
+          {"step": 80, "dev/accuracy": 0.76}, {"step": 120, "dev/accuracy": 0.8, "dev/f1": 0.79}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # the run resumed before step 80
+  assert rs.dev_curve(path) == [[40, 0.7], [80, 0.76], [120, 0.8]]
+  assert rs.dev_curve(tmp_path / "none.jsonl") == []
