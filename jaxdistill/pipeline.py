@@ -31,6 +31,7 @@ from jaxdistill import config_lib, run_dir
 from jaxdistill import distributed
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.methods.base import METHODS, STAGE_KINDS, load_method_module
+from jaxdistill.train import forks
 from jaxdistill.train.loop import DONE, train_stage
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def finetune_config(config):
     c.optim.train_only, c.optim.freeze, c.train.max_steps = (), (), 0
     c.data.train_override, c.student.mlm_head, c.student.arch = "", False, "bert"
     c.callbacks = ()
+    c.train.forks, c.train.fork_values = 1, ""  # one teacher, shared by every fork (train/forks.py)
   return config_lib.prune_sections(config_lib.select_method(c))
 
 
@@ -164,6 +166,7 @@ def run(config, workdir) -> dict:
   workdir = Path(workdir)
   config_lib.check_stages(config)
   stages = plan(config, workdir)
+  forks.check_single_stage(config, stages)  # train.forks: one train stage (the teacher's aside)
   if distributed.is_main():  # lets a rerun of the finished run print its report (run_dir.py)
     run_dir.write_run_config(config, workdir)
   outputs: dict[str, str] = {}

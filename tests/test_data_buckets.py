@@ -59,3 +59,29 @@ def test_parse_specs_and_one_line_errors():
                      ("0,8", "positive"), ("auto:0", "at least one")]:
     with pytest.raises(DataError, match=words):
       buckets.parse(bad, lengths, 16, 24)
+
+
+def test_the_trainer_pads_train_batches_to_the_chosen_buckets(tmp_path, monkeypatch):
+  from jaxdistill import data as data_lib
+  from jaxdistill.pipeline import run
+  from jaxdistill.testing import tiny_checkpoint
+  from jaxdistill.config_lib import load_config
+  teacher = str(tiny_checkpoint(tmp_path / "teacher", num_layers=2, seed=1, label_names=("rotten", "fresh")))
+  c = load_config("configs/kd.py:tiny")
+  c.teacher.source, c.teacher.finetune = teacher, False
+  c.student.source, c.student.init, c.student.layers = teacher, "layers", (0,)
+  c.cache_dir, c.report.compression = str(tmp_path / "cache"), False
+  c.train.buckets = "auto:2"
+  seen, real = [], data_lib.batches
+
+  def spy(split, batch_size, **kw):
+    for b in real(split, batch_size, **kw):
+      if kw.get("train"):
+        seen.append((kw["bucket_multiple"], b["input_ids"].shape[1]))
+      yield b
+  monkeypatch.setattr(data_lib, "batches", spy)
+  run(c, tmp_path / "run")
+  assert seen
+  bounds = {s[0] for s in seen}
+  assert len(bounds) == 1 and isinstance(next(iter(bounds)), tuple) and len(next(iter(bounds))) <= 2
+  assert {s[1] for s in seen} <= set(next(iter(bounds)))

@@ -14,8 +14,10 @@ Hooks, in the order a run uses them:
 - `stages(config)` (classmethod): the stages a run of this method expands into (pipeline).
 - `teacher_sources(source)`: the teacher checkpoints to load (several: multi-teacher KD).
 - `collect()`, `teacher_use()`: which internals each forward keeps; how the teacher is used:
-  "none", "logits" (cacheable once per run), "internals" (a forward every step) or
-  "params" (its params feed the student forward, as Theseus' predecessor).
+  "none", "logits", "internals" or "params" (its params feed the student forward, as
+  Theseus' predecessor).
+- `teacher_cacheable()`: whether the teacher's outputs depend on the example alone, so the
+  loop may compute them once per stage (jaxdistill/train/teacher_cache.py).
 - `setup(run)`: called once the models are built (their configs, the total step count).
 - `init_params(seed)`: the method's own trainable parameters (`trainable["aux"]`).
 - `prepare_batch(batch, key)`: inside the jitted step, before both forwards (MLM masking).
@@ -40,7 +42,7 @@ from flax import nnx
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.outputs import BertOutput, Collect
-from jaxdistill.core.state import TeacherInputs
+from jaxdistill.core.state import TeacherInputs, materialize
 from jaxdistill.models import registry as model_registry
 
 TEACHER_USES = ("none", "logits", "internals", "params")
@@ -176,6 +178,15 @@ class Method:
     """Whether the teacher's task head is read (it must then be trained for the task)."""
     return self.teacher_use() == "logits"
 
+  def teacher_cacheable(self) -> bool:
+    """Whether the teacher's forward is a function of the batch's rows alone, so its outputs
+    can be computed once over the train split and reused every epoch (train.cache_teacher).
+    Not when the batch changes inside the step (prepare_batch: MLM masking) or the teacher
+    is used otherwise than by the default teacher_forward (Theseus' "params")."""
+    return (self.teacher_use() in ("logits", "internals")
+            and type(self).prepare_batch is Method.prepare_batch
+            and type(self).teacher_forward is Method.teacher_forward)
+
   def needs_mlm_head(self) -> tuple[bool, bool]:
     s, t = self.collect()
     return s.mlm_logits, bool(t is not None and t.mlm_logits)
@@ -197,8 +208,8 @@ class Method:
                  dropout_key=key, collect=self.collect()[0])
 
   def teacher_forward(self, models: Models, teacher: TeacherInputs, batch: dict) -> tuple:
-    if teacher.logits is not None:  # cached once per run: logits are all there is
-      return tuple(BertOutput(logits=teacher.logits[:, i]) for i in range(teacher.logits.shape[1]))
+    if teacher.outputs is not None:  # cached once per stage (train/teacher_cache.py)
+      return tuple(materialize(out) for out in teacher.outputs)
     if teacher.params is None or self.teacher_use() in ("none", "params"):
       return ()
     collect = self.collect()[1] or Collect()

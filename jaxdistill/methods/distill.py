@@ -72,6 +72,14 @@ class Distill(Method):
         aux[name] = params
     return aux
 
+  def teacher_cacheable(self) -> bool:
+    # Its prepare_batch runs the terms' `prepare` (DistilBERT's and TinyBERT's MLM masking):
+    # with any such term the teacher sees other inputs every step, so nothing is cached.
+    return (self.teacher_use() in ("logits", "internals")
+            and type(self).prepare_batch is Distill.prepare_batch
+            and type(self).teacher_forward is Method.teacher_forward
+            and not any(term.has_prepare for _, term in self.terms.values()))
+
   def prepare_batch(self, batch: dict, key) -> dict:
     for name, (_, term) in sorted(self.terms.items()):
       if term.has_prepare:

@@ -166,6 +166,9 @@ class Theseus(Distill):
   def reads_teacher_logits(self) -> bool:
     return True  # the predecessor's classifier is the mixed model's
 
+  def teacher_cacheable(self) -> bool:
+    return False  # the student forward runs the predecessor's layers on a fresh mask each step
+
   def setup(self, run) -> None:
     super().setup(run)
     if run.teacher_cfg is None:

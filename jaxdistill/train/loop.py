@@ -31,10 +31,11 @@ from jaxdistill import methods
 from jaxdistill.methods.base import RunInfo
 from jaxdistill.models import count_params
 from jaxdistill.models.hub import load_tokenizer, resolve_model_dir, save_pretrained
-from jaxdistill.train import build, preempt, sharding
+from jaxdistill.train import build, preempt, sharding, teacher_cache
 from jaxdistill.train.checkpoint import Checkpoints
 from jaxdistill.train.compression import compression_report
-from jaxdistill.train.evaluate import evaluate, predict_split, task_metric
+from jaxdistill.train.evaluate import evaluate, task_metric
+from jaxdistill.train import forks  # train.forks: K students in one program
 from jaxdistill.train.logs import MetricWriter, ProgressBar, wandb_settings
 from jaxdistill.train.step import (init_state, jit_train_step, make_mesh, make_optimizer, make_predict,
                                    models_of, optimizer_labels, state_sharding, teacher_inputs,
@@ -88,6 +89,7 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   t_start = time.time()
   method = methods.get(config)
+  fork = forks.ForkRun(config, workdir) if forks.count(config) > 1 else None  # train.forks
   teacher_source = config.teacher.source
   sources = method.teacher_sources(teacher_source)
   if method.teacher_use() != "none" and not sources:
@@ -122,27 +124,29 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
   in_step = method.teacher_use() != "none"  # otherwise only the report reads the teacher
   step_teachers = teachers if in_step else []
   method.setup(RunInfo(student.cfg, tuple(t.cfg for t in step_teachers), total_steps))
-  cached = bool(step_teachers) and method.teacher_use() == "logits" and config.train.cache_teacher_logits
+  if fork is not None:  # train.forks: each fork's method and student (its seed or swept value)
+    fork.setup(method.run, task, teacher_source, student)
   models = models_of(student.cfg, tuple(t.cfg for t in step_teachers))
 
   # ---- Step ----
   tx = make_optimizer(config, total_steps, optimizer_labels(config, method))
   rules = sharding.rules_of(config)
+  placed = teacher_shardings(mesh, tuple(t.cfg for t in teachers), rules, cached=False).params or ()
+  teachers = [t._replace(params=sharding.put(t.params, sh)) for t, sh in zip(teachers, placed)]
+  teacher_params = tuple(t.params for t in teachers[:len(step_teachers)]) or None
+  # The teacher outputs the losses read, computed once over the train split when the teacher's
+  # inputs are fixed (train/teacher_cache.py); None: the teacher runs in the step.
+  cache = teacher_cache.build(config, workdir, method, models, teacher_params, task, mesh,
+                              batch_sharding, student.params)
+  cached = cache is not None
+  if cached:
+    teacher_params = None
   train_step = jit_train_step(config, mesh, method, models, tx, cached=cached)
   predict = make_predict(mesh, student.cfg, rules)
   state = sharding.put(init_state(student.params, method.init_params(config.seed), tx),
                        state_sharding(config, mesh, method, student.cfg, tx))
-  placed = teacher_shardings(mesh, tuple(t.cfg for t in teachers), rules, cached=False).params or ()
-  teachers = [t._replace(params=sharding.put(t.params, sh)) for t, sh in zip(teachers, placed)]
-  teacher_params = tuple(t.params for t in teachers[:len(step_teachers)]) or None
-  cached_logits = None
-  if cached:
-    log.info("caching %d teacher(s)' logits over the %d train examples", len(teachers),
-             len(task.splits["train"]))
-    cached_logits = np.stack([predict_split(make_predict(mesh, t.cfg, rules, role="teacher"), t.params,
-                                            task, "train", config, batch_sharding)[0]
-                              for t in teachers], axis=1)  # [N, T, C]
-    teacher_params = None
+  if fork is not None:  # train.forks: K stacked states, one vmapped step (train/forks.py)
+    train_step, state = fork.take_over(config, mesh, method, models, tx, cached=cached)
 
   # ---- Checkpoints: resume if this workdir has one ----
   ckpt = Checkpoints(workdir, keep=config.train.keep, primary_metric=metric)
@@ -154,19 +158,42 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
   # ---- Train ----
   writer = MetricWriter(workdir, active=main, wandb=wandb_settings(config))
   layout = sharding.BatchLayout(batch_sharding, bs)  # this process's rows of each batch
-  feed = functools.partial(teacher_inputs, teacher_params, cached_logits, layout=layout)
+  feed = functools.partial(teacher_inputs, teacher_params, cache, layout=layout)
+  if fork is not None:
+    fork.open(metric)
   state, step = train_loop(config, workdir, state, train_step, feed, task, layout, ckpt, writer,
-                           predict, method, batch_sharding, steps_per_epoch, total_steps, has_dev)
+                           predict, method, batch_sharding, steps_per_epoch, total_steps, has_dev,
+                           fork=fork)
   if step < total_steps:  # stopped early (train.stop_after): resumable, nothing final yet
     ckpt.close()
     writer.close()
+    if fork is not None:
+      fork.close()
     return {"name": config.name, "state": state, "stopped_at": step}
 
   # ---- Final evaluation, export, report ----
+  teacher_cache.release(workdir)  # trained to the end: the cached teacher outputs are done with
+  finish = functools.partial(finish_run, task=task, predict=predict, batch_sharding=batch_sharding,
+                             student_cfg=student.cfg, tok_source=tok_source, teachers=teachers,
+                             mesh=mesh, total_steps=total_steps, t_start=t_start, state=state,
+                             earlier_stages=earlier_stages, stage_name=stage_name)
+  if fork is not None:  # train.forks: each fork finishes as its own run, in <workdir>/fork<i>
+    ckpt.close()
+    writer.close()
+    return fork.finish(state, finish)
   params = state.trainable["student"]
   if config.train.select_best:
     params = ckpt.best_params(params) or params
   ckpt.close()
+  return finish(config, workdir, params, writer)
+
+
+def finish_run(config, workdir: Path, params, writer, *, task, predict, batch_sharding, student_cfg,
+               tok_source, teachers, mesh, total_steps, t_start, state, earlier_stages,
+               stage_name) -> dict:
+  """The final evaluation, export and compression report of one trained student: the run's,
+  or one fork's in its own workdir (train/forks.py). Returns the summary."""
+  main, metric = distributed.is_main(), task_metric(task)
   results = {split: evaluate(predict, params, task, split, config, batch_sharding,
                             predictions_path=workdir / f"predictions_{split}.json" if main else None)
              for split in eval_splits(task)}
@@ -181,7 +208,7 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
   if config.report.export:
     host_params = sharding.to_host(params)  # a collective: every process gathers
     if main:
-      out = save_pretrained(student.cfg, host_params, workdir / "export",
+      out = save_pretrained(student_cfg, host_params, workdir / "export",
                             tokenizer_dir=resolve_model_dir(tok_source))
       (out / DONE).write_text(json.dumps({k: v for k, v in summary.items() if k != "state"}))
     distributed.sync(f"export {workdir}")  # a next stage on any host reads it
@@ -194,16 +221,17 @@ def train_stage(config, workdir, *, earlier_stages: dict | None = None, stage_na
 
 
 def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckpt, writer, predict,
-               method, batch_sharding, steps_per_epoch: int, total_steps: int, has_dev: bool):
+               method, batch_sharding, steps_per_epoch: int, total_steps: int, has_dev: bool,
+               fork=None):
   """Steps from the state's step to total_steps (or train.stop_after): logs, checkpoints,
   dev evaluations (each followed by the method's on_evaluate) and preemption. Returns
-  (state, step)."""
+  (state, step). With `fork` (train.forks), the metrics and dev evaluations are each fork's."""
   main, bs = distributed.is_main(), config.train.batch_size
   start = int(state.step)
   eval_every = config.train.eval_every or steps_per_epoch
   train_split = task.splits["train"]  # train.buckets: lengths chosen from its histogram
   bucket = buckets.parse(config.train.buckets, train_split.lengths, bs, train_split.max_length,
-                         seed=config.seed) or config.train.bucket_multiple
+                         seed=forks.data_seed(config)) or config.train.bucket_multiple
   bar = ProgressBar(config.name, total_steps, start, active=main)
   step, pending, t_last, n_last = start, [], time.time(), start
   # NaN/Inf steps are skipped in the step; their flags are read only at log and save points,
@@ -213,23 +241,28 @@ def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckp
   try:
     for epoch in range(start // steps_per_epoch, config.train.epochs):
       first = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
-      for batch in layout.batches(task.splits["train"], train=True, seed=config.seed, epoch=epoch,
-                                  start_batch=first, drop_remainder=True,
+      # The order's seed is train.data_seed (default config.seed): forks share one order.
+      for batch in layout.batches(task.splits["train"], train=True, seed=forks.data_seed(config),
+                                  epoch=epoch, start_batch=first, drop_remainder=True,
                                   bucket_multiple=bucket):
         if step >= total_steps or step == (config.train.stop_after or -1):
           break
         state, metrics = train_step(state, feed(batch), layout.put(batch))
         step += 1
         pending.append(metrics)
-        nonfinite.add(step, metrics["nonfinite"])
+        nonfinite.add(step, metrics["nonfinite"] if fork is None else fork.any_nonfinite(metrics))
         if step % config.train.log_every == 0 or step == total_steps:
-          logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-          logged["nonfinite"] *= len(pending)  # a count of skipped steps, not a mean
           now = time.time()
-          logged["examples_per_s"] = (step - n_last) * bs / max(now - t_last, 1e-9)
+          rate = (step - n_last) * bs / max(now - t_last, 1e-9)
+          if fork is None:
+            logged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+            logged["nonfinite"] *= len(pending)  # a count of skipped steps, not a mean
+            logged["examples_per_s"] = rate
+            writer.write(step, {f"train/{k}": v for k, v in logged.items()})
+          else:  # train.forks: [K] metrics, each fork's into its own metrics.jsonl
+            logged = fork.write_train(step, pending, rate)
           t_last, n_last, pending = now, step, []
-          writer.write(step, {f"train/{k}": v for k, v in logged.items()})
-          bar.update(step, f"loss {logged['loss']:.4f}  {logged['examples_per_s']:.1f} ex/s")
+          bar.update(step, f"loss {logged['loss']:.4f}  {rate:.1f} ex/s")
           nonfinite.check(ckpt.latest_step())
         else:
           bar.update(step, bar.progress.tasks[0].fields["info"])
@@ -238,11 +271,17 @@ def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckp
           ckpt.save(state)
         if has_dev and (step % eval_every == 0 or step == total_steps):
           nonfinite.check(ckpt.latest_step())
-          dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
-          writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
-          ckpt.save_best(step, state.trainable["student"], dev)
+          if fork is None:
+            dev = evaluate(predict, state.trainable["student"], task, "dev", config, batch_sharding)
+            writer.write(step, {f"dev/{k}": v for k, v in dev.items()})
+            ckpt.save_best(step, state.trainable["student"], dev)
+          else:  # train.forks: each fork's dev metrics, into its own best checkpoint
+            fork.evaluate_dev(step, state, predict, task, batch_sharding)
           ckpt.save(state, force=True)
-          method.on_evaluate(step, state.trainable["student"], dev)
+          if fork is None:
+            method.on_evaluate(step, state.trainable["student"], dev)
+          else:
+            fork.on_evaluate(step)
         if guard.should_stop(step):
           nonfinite.check(ckpt.latest_step())
           ckpt.save(state, force=True)
@@ -254,6 +293,8 @@ def train_loop(config, workdir: Path, state, train_step, feed, task, layout, ckp
   except (preempt.Preempted, preempt.NonFiniteError):
     ckpt.close()  # waits until the last checkpoint is on disk
     writer.close()
+    if fork is not None:
+      fork.close()
     raise
   finally:
     guard.__exit__(None, None, None)

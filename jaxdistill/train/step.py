@@ -6,7 +6,7 @@ over a (data, fsdp) `Mesh` with explicit shardings (`jit_train_step`). The batch
 over both axes, parameters and optimizer state are replicated or, with mesh.fsdp > 1,
 sharded over `fsdp` by the config's rules, and XLA inserts the collectives. Only the
 trainable tree ({"student": ..., "aux": ...}) is differentiated and optimised; the teacher
-arrives as `TeacherInputs` (params, or logits cached once per run), never donated.
+arrives as `TeacherInputs` (params, or its outputs cached once per stage), never donated.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def abstract_params(cfg) -> dict:
 
 
 def teacher_shardings(mesh: Mesh, teacher_cfgs: tuple, rules, *, cached: bool) -> TeacherInputs:
-  """Where the step's TeacherInputs live: params by the rules; cached [B, T, C] logits like
-  the batch."""
+  """Where the step's TeacherInputs live: params by the rules; cached outputs (every leaf
+  [B, ...]) like the batch."""
   if cached:
     return TeacherInputs(None, NamedSharding(mesh, sharding.BATCH))
   if not teacher_cfgs:
@@ -85,12 +85,16 @@ def state_sharding(config, mesh: Mesh, method: Method, student_cfg, tx):
   return sharding.state_shardings(mesh, state, sharding.rules_of(config))
 
 
-def jit_train_step(config, mesh: Mesh, method: Method, models: Models, tx, *, cached: bool):
-  """train_step with its static arguments bound, jitted with explicit shardings."""
+def jit_train_step(config, mesh: Mesh, method: Method, models: Models, tx, *, cached: bool,
+                   forked=None):
+  """train_step with its static arguments bound, jitted with explicit shardings. `forked`
+  (train.forks > 1: a train/forks.py ForkPlan) maps it over K stacked states instead."""
   rules = sharding.rules_of(config)
   s_sharding = state_sharding(config, mesh, method, models.student_cfg, tx)
   t_sharding = teacher_shardings(mesh, models.teacher_cfgs, rules, cached=cached)
   step = functools.partial(train_step, method=method, models=models, tx=tx, seed=config.seed)
+  if forked is not None:  # train.forks: K students in one program, the fork axis replicated
+    step, s_sharding = forked.vmapped(method, models, tx), forked.shardings(s_sharding)
   return jax.jit(step, in_shardings=(s_sharding, t_sharding, NamedSharding(mesh, sharding.BATCH)),
                  out_shardings=(s_sharding, NamedSharding(mesh, P())), donate_argnums=(0,))
 
@@ -169,14 +173,14 @@ def make_predict(mesh: Mesh, cfg, rules=(), role: str = "student"):
                  out_shardings=NamedSharding(mesh, P()))
 
 
-def teacher_inputs(teacher_params: Optional[tuple], cached_logits, local_batch: dict, layout
+def teacher_inputs(teacher_params: Optional[tuple], cache, local_batch: dict, layout
                    ) -> TeacherInputs:
-  """This batch's TeacherInputs: the rows of the cached [N, T, C] logits this process feeds
-  (padding rows, index -1, read row 0 and carry weight 0), as one global [B, T, C] array; or
-  the teachers' params."""
-  if cached_logits is not None:
-    rows = cached_logits[np.maximum(local_batch["index"], 0)]
-    if rows.ndim == 4:  # per-token logits [B, T, S, C], cached at full length: the batch's S
-      rows = rows[:, :, :local_batch["input_ids"].shape[1]]
-    return TeacherInputs(None, layout.put({"logits": rows})["logits"])
+  """This batch's TeacherInputs: the teachers' params, or the rows of the cached outputs
+  (train/teacher_cache.py: TeacherCache) this process feeds, cut to the batch's length
+  (padding rows, index -1, read row 0 and carry weight 0), as global [B, ...] arrays."""
+  if cache is not None:
+    outputs = cache.rows(local_batch["index"], local_batch["input_ids"].shape[1], layout.batch_size)
+    leaves, treedef = jax.tree.flatten(outputs)  # `Unread` placeholders have no leaves
+    placed = layout.put(dict(enumerate(leaves)))
+    return TeacherInputs(None, jax.tree.unflatten(treedef, [placed[i] for i in range(len(leaves))]))
   return TeacherInputs(teacher_params, None)
