@@ -186,6 +186,16 @@ def _print(result: dict, step_s: dict, peak_gflops: dict, fl, batch: int, infer_
 
 def main() -> int:
   t = time.perf_counter()
+  if any(a == "--run" or a.startswith("--run=") for a in sys.argv[1:]):  # a whole run (run_bench.py)
+    from jaxdistill.bench import run_bench
+    run_bench.main(sys.argv[1:])
+    print(f"# total {time.perf_counter() - t:.0f} s")
+    return 0
+  if any(a == "--forks" or a.startswith("--forks=") for a in sys.argv[1:]):  # train.forks (forks.py)
+    from jaxdistill.bench import forks
+    forks.main(sys.argv[1:])
+    print(f"# total {time.perf_counter() - t:.0f} s")
+    return 0
   run(sys.argv[1:])
   print(f"# total {time.perf_counter() - t:.0f} s")
   return 0
