@@ -135,24 +135,17 @@ def base_config(method: str = "finetune", method_module: str = "") -> ml_collect
       # K lengths that pad least from the data's histogram; or "21,31,43,64" (data/buckets.py).
       buckets="",
       stop_after=0,  # stop after this many steps as if preempted (schedule unchanged); 0 = off
-      # When the teacher's inputs are fixed (Method.teacher_cacheable: no masking inside the
-      # step), compute the teacher outputs the losses read once over the train split and reuse
-      # them every epoch instead of running the teacher every step (train/teacher_cache.py):
-      # in memory, or above 256 MiB memmapped under <workdir>/teacher_cache. A cache over
-      # teacher_cache_mib is not built (a warning says so). cache_teacher_logits is the older
-      # name of the switch, kept: either False turns the cache off.
+      # Teacher outputs the losses read, computed once over the train split and reused each
+      # epoch when its inputs are fixed (train/teacher_cache.py; memmapped above 256 MiB, not
+      # built over teacher_cache_mib). Either switch False runs the teacher every step.
       cache_teacher=True, cache_teacher_logits=True, teacher_cache_mib=4096,
-      # A step whose loss or gradients are NaN/Inf never updates params or optimizer state;
-      # "skip" logs it and goes on, "stop" ends the run at the next log point or checkpoint
-      # (before saving anything after that step) with an error (train/preempt.py).
+      # NaN/Inf loss or gradients never update params or optimizer state: "skip" logs and
+      # goes on, "stop" ends the run before anything after that step is saved (train/preempt.py).
       nonfinite="skip",
-      # train.forks (jaxdistill/train/forks.py): K students in one jitted program, fork i with
-      # seed + i, written out as its own run in <workdir>/fork<i>; all share the teacher and
-      # the batches. fork_values "KEY=v1,v2,..." (optim.lr or a loss hyperparameter, e.g.
-      # kd.temperature=1,2,4) gives fork i value v_i instead, every fork config.seed.
+      # K students in one program (train/forks.py), fork i with seed+i in <workdir>/fork<i>,
+      # or fork_values "KEY=v1,v2,..." (optim.lr or a loss hyperparameter) at config.seed.
       forks=1, fork_values="",
-      # The seed of the train batches' order; -1 = config.seed. Fork i of a forked run equals
-      # a separate run with seed=seed+i, train.data_seed=seed.
+      # The train batches' order seed (-1 = config.seed): fork i == the run seed+i, data_seed=seed.
       data_seed=-1,
   ))
   # Functions called after each dev evaluation: "package.module:fn" or "path/file.py:fn",
