@@ -61,6 +61,9 @@ def arg_parser() -> argparse.ArgumentParser:
   ap.add_argument("--epochs", type=int, default=0, help="train.epochs (of every stage that sets it)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="a config override, e.g. --set optim.lr=3e-5 (also --config.KEY=VALUE)")
+  ap.add_argument("--compile-cache", default="", metavar="DIR",
+                  help="jax side: keep compiled programs in DIR as `python -m jaxdistill.train` "
+                       "does; the second --run with the same DIR times a user's second run")
   ap.add_argument("--sides", default="jax,torch", help="jax,torch | jax | torch (in this order)")
   ap.add_argument("--keep", action="store_true", help="keep each side's run directory")
   ap.add_argument("--json", default="", help="also write every figure to this file")
@@ -139,7 +142,7 @@ def main(argv=None) -> dict:
   if not sides or set(sides) - {"jax", "torch"}:
     raise SystemExit(f"--sides {args.sides!r}: use jax,torch, jax or torch")
   spec = run_spec.Spec(args.run, _overrides(args, rest), args.train_examples, args.epochs,
-                       args.teacher)
+                       args.teacher, args.compile_cache)
   workdir = Path(args.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   try:  # every refusal before anything runs
@@ -243,6 +246,9 @@ def jax_child(spec: run_spec.Spec, workdir: Path, *, teacher_only: bool = False)
     if event in COMPILE_EVENTS:
       compile_s[COMPILE_EVENTS[event]] += duration
   jax.monitoring.register_event_duration_secs_listener(on_duration)
+  if spec.compile_cache:  # the CLI's persistent cache (train/__main__.py), here at a given dir
+    jax.config.update("jax_compilation_cache_dir", str(Path(spec.compile_cache).resolve()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   notes = []  # what the loop logged about the teacher cache: whether it ran the teacher
 
   class Capture(logging.Handler):

@@ -42,6 +42,7 @@ class Spec:
   train_examples: int = 0          # data.max_examples (every split keeps its first N rows)
   epochs: int = 0                  # train.epochs of the run, or of every stage that sets it
   teacher: str = ""                # a fine-tuned teacher export; "" = the config's own teacher
+  compile_cache: str = ""          # jax: a persistent XLA cache dir ("" = none: a first run)
 
   def save(self, path) -> None:
     Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
