@@ -1,6 +1,6 @@
 """jaxdistill.stats against references written differently: seed summaries by hand, the paired
-bootstrap against a per-resample loop over per-seed accuracies, and cases whose interval is
-known exactly."""
+bootstraps (accuracy, per-example scores, entity micro F1 from counts) against per-resample
+loops over per-seed metrics, and cases whose interval is known exactly."""
 
 import math
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdistill import stats
+from jaxdistill.data import ner
 
 
 def correct(rng, n_seeds, n, p):
@@ -27,13 +28,18 @@ def reference_ci(a, b, n_boot, seed, alpha):
     acc_b = [b[i, idx].sum() / n for i in range(b.shape[0])]
     boots.append(sum(x - y for x, y in zip(acc_a, acc_b)) / a.shape[0])
   diff = sum(a[i].mean() - b[i].mean() for i in range(a.shape[0])) / a.shape[0]
-  boots = np.sort(boots)
-  # Linear interpolation between order statistics (numpy's default percentile), by hand.
+  return (diff, *percentiles(boots, alpha))
+
+
+def percentiles(boots, alpha):
+  """Linear interpolation between order statistics (numpy's default percentile), by hand."""
+  boots, n_boot = sorted(boots), len(boots)
+
   def q(p):
     h = (n_boot - 1) * p
     lo = math.floor(h)
     return boots[lo] + (h - lo) * (boots[min(lo + 1, n_boot - 1)] - boots[lo])
-  return diff, q(alpha / 2), q(1 - alpha / 2)
+  return q(alpha / 2), q(1 - alpha / 2)
 
 
 def test_summary_by_hand():
@@ -130,3 +136,120 @@ def test_bad_inputs_are_one_line_errors():
     stats.paired_bootstrap_ci(np.ones((1, 4)), np.ones((1, 4)), alpha=0)
   with pytest.raises(ValueError, match="n_examples"):
     stats.paired_bootstrap_ci(np.ones((1, 0)), np.ones((1, 0)))
+
+
+# ---- Per-example scores in [0, 1] (SQuAD's per-question F1 and EM) ----------------------------
+def test_scores_match_the_reference_loop_and_the_0_1_version():
+  rng = np.random.default_rng(5)
+  # F1-like scores: many exact 0s and 1s, the rest in between, rounded as the result files keep them.
+  def scores(p):
+    return np.where(rng.random((3, 400)) < p, 1.0, np.round(rng.random((3, 400)) * rng.integers(0, 2, (3, 400)), 4))
+  a, b = scores(0.5), scores(0.4)
+  rng_ref = np.random.default_rng(11)
+  boots = []
+  for _ in range(2300):
+    idx = rng_ref.integers(0, 400, size=400)
+    boots.append(np.mean([a[s, idx].mean() - b[s, idx].mean() for s in range(3)]))
+  want = (np.mean([a[s].mean() - b[s].mean() for s in range(3)]), *percentiles(boots, 0.05))
+  got = stats.paired_bootstrap_ci_scores(a, b, n_boot=2300, seed=11)
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+  assert got[1] < got[0] < got[2] and got[0] > 0
+  # On 0/1 scores it is the accuracy bootstrap, to the bit.
+  c, d = correct(rng, 2, 300, 0.7), correct(rng, 2, 300, 0.6)
+  assert stats.paired_bootstrap_ci_scores(c, d, n_boot=1500, seed=2) == stats.paired_bootstrap_ci(c, d, n_boot=1500, seed=2)
+  with pytest.raises(ValueError, match=r"\[0, 1\].*not in points"):
+    stats.paired_bootstrap_ci_scores(100 * a, b)
+  with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    stats.paired_bootstrap_ci_scores(np.full((1, 3), np.nan), np.zeros((1, 3)))
+  with pytest.raises(ValueError, match="differ; pass the same seeds"):
+    stats.paired_bootstrap_ci_scores(a, b[:2])
+
+
+# ---- Entity-level micro F1 from per-sentence counts -------------------------------------------
+TAGS = ("O", "O", "O", "B-person", "I-person", "B-loc", "I-loc")
+
+
+def random_tags(rng, lengths):
+  return [[TAGS[k] for k in rng.integers(0, len(TAGS), n)] for n in lengths]
+
+
+def counts_of(gold, pred):
+  """[n_sentences, 3] (tp, predicted, gold) entities per sentence, from ner.entities."""
+  rows = []
+  for g, p in zip(gold, pred):
+    gs, ps = set(ner.entities(g)), set(ner.entities(p))
+    rows.append((len(gs & ps), len(ps), len(gs)))
+  return np.array(rows)
+
+
+def noisy(rng, gold, flip):
+  """Predictions: each tag of `gold` replaced by a random one with probability `flip`."""
+  return [[TAGS[rng.integers(len(TAGS))] if rng.random() < flip else t for t in s] for s in gold]
+
+
+def test_f1_point_estimate_is_ner_metrics_on_the_full_set():
+  rng = np.random.default_rng(6)
+  gold = random_tags(rng, rng.integers(1, 12, 120))
+  pred_a = [noisy(rng, gold, 0.2) for _ in range(3)]
+  pred_b = [noisy(rng, gold, 0.4) for _ in range(3)]
+  ca = np.stack([counts_of(gold, p) for p in pred_a])
+  cb = np.stack([counts_of(gold, p) for p in pred_b])
+  want = np.mean([ner.ner_metrics(gold, pa)["f1"] - ner.ner_metrics(gold, pb)["f1"]
+                  for pa, pb in zip(pred_a, pred_b)])
+  diff, lo, hi = stats.paired_bootstrap_ci_f1(ca, cb, n_boot=2000)
+  assert diff == pytest.approx(want, abs=1e-12) and 0 < lo < diff < hi
+  np.testing.assert_allclose(stats.micro_f1(ca.sum(1)), [ner.ner_metrics(gold, p)["f1"] for p in pred_a],
+                             rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_f1_matches_the_reference_loop(n_seeds):
+  rng = np.random.default_rng(7 + n_seeds)
+  n = 90
+  gold = rng.integers(0, 3, (n_seeds, n))
+  ca = np.stack([np.minimum(rng.integers(0, 3, (n_seeds, n)), gold), rng.integers(0, 4, (n_seeds, n)), gold], -1)
+  ca[..., 1] = np.maximum(ca[..., 1], ca[..., 0])
+  cb = np.stack([np.minimum(rng.integers(0, 2, (n_seeds, n)), gold), rng.integers(0, 4, (n_seeds, n)), gold], -1)
+  cb[..., 1] = np.maximum(cb[..., 1], cb[..., 0])
+  n_boot, rng_ref, boots = 2300, np.random.default_rng(13), []
+  for _ in range(n_boot):  # one draw of sentence indices per resample, shared by A, B and the seeds
+    idx = rng_ref.integers(0, n, size=n)
+    per_seed = []
+    for s in range(n_seeds):
+      f = []
+      for c in (ca, cb):
+        tp, p, g = (sum(int(c[s, i, k]) for i in idx) for k in range(3))
+        f.append(2 * tp / (p + g) if p + g else 0.0)
+      per_seed.append(f[0] - f[1])
+    boots.append(sum(per_seed) / n_seeds)
+  full = [2 * c[s, :, 0].sum() / (c[s, :, 1].sum() + c[s, :, 2].sum()) for s in range(n_seeds) for c in (ca, cb)]
+  want = (np.mean(full[0::2]) - np.mean(full[1::2]), *percentiles(boots, 0.1))
+  got = stats.paired_bootstrap_ci_f1(ca, cb, n_boot=n_boot, seed=13, alpha=0.1)
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(stats.bootstrap_f1_diffs(ca, cb, n_boot, 13), boots, rtol=0, atol=1e-12)
+
+
+def test_f1_exact_cases():
+  """Identical runs give exactly 0; a resample with no entity at all scores F1 = 0; A right
+  where B found nothing is +1 on every resample holding an entity."""
+  c = np.array([[[1, 2, 1], [0, 1, 2], [2, 2, 2]]])
+  assert stats.paired_bootstrap_ci_f1(c, c.copy(), n_boot=300) == (0.0, 0.0, 0.0)
+  assert stats.micro_f1([0, 0, 0]) == 0.0 and stats.micro_f1([[1, 1, 1], [0, 3, 1]]).tolist() == [1.0, 0.0]
+  a = np.array([[[1, 1, 1], [0, 0, 0]]])  # sentence 1 has no entities in gold or prediction
+  b = np.array([[[0, 0, 1], [0, 0, 0]]])
+  boots = stats.bootstrap_f1_diffs(a, b, n_boot=4000, seed=1)
+  assert set(np.unique(boots)) == {0.0, 1.0}  # 0: both draws were sentence 1 (nothing to find)
+  assert abs(np.mean(boots == 0.0) - 0.25) < 0.03
+  assert stats.paired_bootstrap_ci_f1(a, b, n_boot=4000, seed=1) == (1.0, 0.0, 1.0)
+
+
+def test_f1_bad_counts_are_one_line_errors():
+  good = np.ones((2, 4, 3))
+  for bad, match in ((np.ones((2, 4, 2)), r"\[n_seeds, n_examples, 3\]"), (-good, "counts"),
+                     (np.concatenate([2 * good[..., :1], good[..., 1:]], -1), "true positives <="),
+                     (good + 0.5, "counts")):
+    with pytest.raises(ValueError, match=match) as e:
+      stats.paired_bootstrap_ci_f1(bad, good)
+    assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="differ"):
+    stats.paired_bootstrap_ci_f1(good, good[:1])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 
 from jaxdistill import data as data_lib
-from jaxdistill.data import squad, token_span_tasks
+from jaxdistill.data import ner, squad, token_span_tasks
 from jaxdistill.metrics import compute_metrics, primary_metric, task_kind
 from jaxdistill.train.sharding import BatchLayout
 
-__all__ = ["evaluate", "predict_split", "task_metric"]
+__all__ = ["evaluate", "predict_split", "task_metric", "write_word_tags"]
 
 
 def task_metric(task) -> str:
@@ -47,12 +50,28 @@ def predict_split(predict, params, task, split: str, config, batch_sharding) -> 
   return logits, labels
 
 
+def write_word_tags(path, logits, meta, label_names) -> list[list[str]]:
+  """A token task's predictions_<split>.json: a JSON list with one line per sentence (in split
+  order) of its words' predicted tags, each word's first wordpiece as the metrics read it;
+  what the results tables score per sentence (jaxdistill/results_token_span.py). Returns them."""
+  tags = ner.predictions_to_words(np.asarray(logits).argmax(-1), meta.word_ids,
+                                  [len(w) for w in meta.words], list(label_names))
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("[\n" + ",\n".join(json.dumps(t, separators=(",", ":")) for t in tags) + "\n]\n")
+  os.replace(tmp, path)  # a crash mid-write never leaves a truncated predictions file
+  return tags
+
+
 def evaluate(predict, params, task, split: str, config, batch_sharding, *,
              predictions_path=None) -> dict[str, float]:
-  """The split's metrics. `predictions_path`: for SQuAD, also write the answers there in the
-  official format (id -> text), as the official evaluate-v1.1.py reads them."""
+  """The split's metrics. `predictions_path`: also write the predictions there; for SQuAD
+  the answers in the official format (id -> text), as the official evaluate-v1.1.py reads
+  them; for a token task each sentence's predicted tag per word (write_word_tags)."""
   logits, labels = predict_split(predict, params, task, split, config, batch_sharding)
   if task.kind == "token":
+    if predictions_path is not None:
+      write_word_tags(predictions_path, logits, task.meta[split], task.label_names)
     return token_span_tasks.token_metrics(logits, task.meta[split], task.label_names)
   if task.kind == "span":  # decoded once, for the metrics and the official predictions file
     answers = token_span_tasks.span_predictions(logits, task.meta[split])
