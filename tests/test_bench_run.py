@@ -166,6 +166,7 @@ def _initial_accuracy(student_src: Path, layers, split: str, max_examples: int) 
   return float(np.mean(pred == np.asarray(raw.labels)))
 
 
+@pytest.mark.heavy  # two whole runs (jax and torch) with a teacher fine-tune: ~50 s
 def test_whole_run_both_sides_tiny(tmp_path, capsys):
   """Both sides end to end on tiny models (teacher fine-tuned first, untimed): the same steps
   on the same batches, every figure in the JSON, and at lr = 0 both sides' accuracies are the
